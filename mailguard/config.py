@@ -1,0 +1,194 @@
+"""Configuration: one TOML file loaded into frozen dataclasses.
+
+Every field has a default, so mailguard starts with no file at all. Per-user data
+(thresholds, allow/block lists, feedback) is not configuration: it lives in the store.
+Unknown keys are errors, so a typo fails at start-up instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = [
+    "Config",
+    "Limits",
+    "ModelConfig",
+    "PolicyConfig",
+    "ScannerConfig",
+    "StoreConfig",
+    "default_model_dir",
+    "load_config",
+]
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+
+
+def default_model_dir() -> Path:
+    """The shipped model: ``$MAILGUARD_MODEL``, else ``models/default`` beside the package."""
+    env = os.environ.get("MAILGUARD_MODEL")
+    return Path(env) if env else PACKAGE_ROOT.parent / "models" / "default"
+
+
+def default_store_path() -> Path:
+    """The embedded SQLite store: ``$MAILGUARD_STORE``, else under the XDG state directory."""
+    env = os.environ.get("MAILGUARD_STORE")
+    if env:
+        return Path(env)
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "mailguard" / "store.sqlite3"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Limits:
+    """Bounds on everything message content controls; past a bound, parts are skipped and noted."""
+
+    max_parse_bytes: int = 8 * 1024 * 1024  # only this much is MIME-parsed; the rest is noted
+    max_header_bytes: int = 16 * 1024  # one header value
+    max_parts: int = 500
+    max_depth: int = 20
+    max_headers: int = 500
+    max_part_text_bytes: int = 512 * 1024  # decoded text kept per text part
+    max_total_text_bytes: int = 2 * 1024 * 1024
+    max_html_bytes: int = 1024 * 1024
+    max_urls: int = 500
+    max_received: int = 50
+    max_attachments: int = 100
+    max_tokens: int = 20000
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class StoreConfig:
+    backend: str = "sqlite"  # sqlite | memory
+    path: Path = dataclasses.field(default_factory=default_store_path)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    path: Path = dataclasses.field(default_factory=default_model_dir)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScannerConfig:
+    scorers: tuple[str, ...] = ("bayes",)
+    deadline: float = 10.0  # seconds for the whole scan; scorers still running are failures
+    network: bool = True  # False turns every scorer flagged ``network`` off
+    # Autolearn: learn only when the score WITHOUT learning scorers is this far out.
+    autolearn_spam: float = 12.0
+    autolearn_ham: float = -4.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PolicyConfig:
+    level: str = "medium"  # default thresholds for users without their own
+    # Explicit numbers override the level: {"tag": 2.0, "junk": 5.0, ...}; None disables an action.
+    thresholds: Mapping[str, float | None] = dataclasses.field(default_factory=dict)
+    subject_tag: str = ""  # e.g. "[SPAM] " prepended to the subject of tagged mail; empty: untouched
+    # What a scorer's failure forces: {"virus": "tempfail"}; scorers not named fail open.
+    on_failure: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Config:
+    limits: Limits = dataclasses.field(default_factory=Limits)
+    store: StoreConfig = dataclasses.field(default_factory=StoreConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    scanner: ScannerConfig = dataclasses.field(default_factory=ScannerConfig)
+    policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
+    # Per-scorer sections, validated by each scorer's ``from_config`` at start-up.
+    scorers: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+def _build(cls: type, section: Mapping[str, Any], where: str) -> Any:
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"[{where}] must be a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(section) - set(fields))
+    if unknown:
+        raise ConfigError(f"[{where}] unknown key(s): {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for name, value in section.items():
+        default = getattr(cls(), name)
+        values[name] = _coerce(value, default, f"{where}.{name}")
+    return cls(**values)
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false")
+        return value
+    if isinstance(default, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number")
+        if value < 0 and not where.startswith("scanner.autolearn"):
+            raise ConfigError(f"{where} must not be negative")
+        return type(default)(value)
+    if isinstance(default, Path):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a path string")
+        return Path(value).expanduser()
+    if isinstance(default, tuple):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where} must be a list of strings")
+        return tuple(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string")
+        return value
+    if isinstance(default, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where} must be a table")
+        return MappingProxyType(dict(value))
+    return value
+
+
+def config_from_mapping(data: Mapping[str, Any]) -> Config:
+    """Build a validated `Config` from parsed TOML (or any mapping of the same shape)."""
+    sections = {
+        "limits": Limits,
+        "store": StoreConfig,
+        "model": ModelConfig,
+        "scanner": ScannerConfig,
+        "policy": PolicyConfig,
+    }
+    unknown = sorted(set(data) - set(sections) - {"scorers"})
+    if unknown:
+        raise ConfigError(f"unknown section(s): {', '.join(unknown)}")
+    values: dict[str, Any] = {
+        name: _build(cls, data[name], name) for name, cls in sections.items() if name in data
+    }
+    scorers = data.get("scorers", {})
+    if not isinstance(scorers, Mapping) or not all(isinstance(v, Mapping) for v in scorers.values()):
+        raise ConfigError("[scorers.NAME] sections must be tables")
+    values["scorers"] = MappingProxyType({k: MappingProxyType(dict(v)) for k, v in scorers.items()})
+    config = Config(**values)
+    from .policy import validate_policy_config  # policy owns the meaning of its own fields
+
+    validate_policy_config(config.policy)
+    return config
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read ``path`` (or ``$MAILGUARD_CONFIG``); with neither, return the defaults."""
+    path = path or os.environ.get("MAILGUARD_CONFIG")
+    if not path:
+        return Config()
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
+    return config_from_mapping(data)

@@ -1,0 +1,46 @@
+"""HTML reduced to the text a reader sees, plus its links and images (lxml: fast and lenient)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import lxml.etree
+import lxml.html
+
+__all__ = ["HtmlText", "html_to_text"]
+
+_INVISIBLE = ("script", "style", "head", "title", "template", "noscript")
+_BLOCK = ("p", "div", "br", "tr", "td", "th", "li", "h1", "h2", "h3", "h4", "h5", "h6", "table", "blockquote", "hr")
+_MAX_LINKS = 1000
+# no_network: never fetch anything a message points at; huge_tree off keeps libxml2's depth limits.
+_PARSER = lxml.html.HTMLParser(no_network=True, remove_comments=True, remove_pis=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class HtmlText:
+    text: str
+    links: list[tuple[str, str]]  # (href, visible link text)
+    image_count: int
+
+
+def html_to_text(html: str) -> HtmlText:
+    """Visible text (script, style and head dropped; blocks separated by newlines), links
+    with their text, and the number of images. Unparseable HTML gives empty text."""
+    if not html.strip():
+        return HtmlText("", [], 0)
+    try:
+        doc = lxml.html.document_fromstring(html, parser=_PARSER)
+    except (lxml.etree.ParserError, ValueError):
+        return HtmlText("", [], 0)
+    for element in list(doc.iter(*_INVISIBLE)):
+        if element.getparent() is not None:
+            element.drop_tree()
+    links = []
+    for anchor in doc.iter("a"):
+        href = anchor.get("href")
+        if href and len(links) < _MAX_LINKS:
+            links.append((href.strip(), " ".join(anchor.text_content().split())))
+    images = sum(1 for _ in doc.iter("img"))
+    for element in doc.iter(*_BLOCK):
+        element.tail = "\n" + (element.tail or "")
+    return HtmlText(doc.text_content(), links, images)

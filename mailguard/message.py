@@ -1,0 +1,395 @@
+"""The message as scorers see it: SMTP envelope plus raw bytes, parsed once into lazy views.
+
+Parsing never raises. Whatever cannot be decoded, or lies past a configured bound, is
+skipped and noted in ``MessageContext.problems`` so the result can say what was not seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email
+import email.header
+import email.message
+import email.parser
+import email.policy
+import email.utils
+import hashlib
+import ipaddress
+import re
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import filetype
+
+from .config import Limits
+from .textdecode import decode_bytes, decode_header_value
+from .html import html_to_text
+from .urls import Url, extract_urls
+
+__all__ = [
+    "Attachment",
+    "Envelope",
+    "MessageContext",
+    "ReceivedHop",
+    "TextPart",
+]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Envelope:
+    """What the SMTP session says about a message (none of it is in the message itself)."""
+
+    client_ip: str | None = None
+    client_name: str | None = None  # reverse DNS name as the MTA saw it
+    helo: str | None = None
+    mail_from: str | None = None  # envelope sender; "" is the null sender <>
+    rcpt_to: tuple[str, ...] = ()
+    auth_user: str | None = None
+    queue_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TextPart:
+    content_type: str  # text/plain or text/html
+    charset: str  # the codec actually used
+    text: str  # for HTML, the visible text
+
+
+@dataclasses.dataclass(frozen=True)
+class Attachment:
+    filename: str
+    declared_type: str
+    sniffed_type: str | None  # MIME type from magic bytes, None when unknown
+    size: int
+    sha256: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ReceivedHop:
+    """One Received header, newest first. Fields are None when the header does not say."""
+
+    raw: str
+    helo: str | None
+    rdns: str | None
+    ip: str | None
+    by: str | None
+    date_text: str | None
+
+    @property
+    def date(self) -> datetime | None:
+        if not self.date_text:
+            return None
+        try:
+            return email.utils.parsedate_to_datetime(self.date_text)
+        except (TypeError, ValueError, IndexError):
+            return None
+
+
+@dataclasses.dataclass
+class _Parsed:
+    headers: list[tuple[str, str]]
+    text_parts: list[TextPart]
+    html_links: list[tuple[str, str]]  # (href, link text) from HTML parts
+    image_count: int
+    attachments: list[Attachment]
+    part_count: int
+    max_depth_seen: int
+
+
+class MessageContext:
+    """Envelope + raw bytes + lazily cached views; the only thing scorers read.
+
+    Views are computed on first use and shared by every scorer (and by every
+    per-recipient copy made with `for_user`).
+    """
+
+    def __init__(
+        self,
+        raw: bytes,
+        envelope: Envelope | None = None,
+        *,
+        limits: Limits | None = None,
+        user: str | None = None,
+    ) -> None:
+        if not isinstance(raw, (bytes, bytearray, memoryview)):
+            raise TypeError("MessageContext needs the raw message as bytes")
+        self.raw = bytes(raw)
+        self.envelope = envelope or Envelope()
+        self.limits = limits or Limits()
+        self.user = user
+        self.problems: list[str] = []
+        self._shared: dict[str, Any] = {}
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, envelope: Envelope | None = None, **kw: Any) -> MessageContext:
+        return cls(raw, envelope, **kw)
+
+    def for_user(self, user: str | None) -> MessageContext:
+        """A view of the same message for one recipient, sharing every parsed view."""
+        other = object.__new__(MessageContext)
+        other.__dict__.update(
+            {k: v for k, v in self.__dict__.items() if k in ("raw", "envelope", "limits", "problems", "_shared")}
+        )
+        other.user = user
+        return other
+
+    def _view(self, name: str, build: Any) -> Any:
+        try:
+            return self._shared[name]
+        except KeyError:
+            value = self._shared[name] = build()
+            return value
+
+    # -- parsing --------------------------------------------------------------------------
+
+    @property
+    def _parsed(self) -> _Parsed:
+        return self._view("parsed", self._parse)
+
+    def _parse(self) -> _Parsed:
+        limits = self.limits
+        raw = self.raw
+        if len(raw) > limits.max_parse_bytes:
+            self.problems.append(
+                f"message is {len(raw)} bytes; only the first {limits.max_parse_bytes} were parsed"
+            )
+            raw = raw[: limits.max_parse_bytes]
+        if b"\0" in raw:
+            self.problems.append("NUL bytes removed before parsing")
+            raw = raw.replace(b"\0", b"")
+        try:
+            msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+        except Exception as exc:  # the stdlib parser is lenient, but never trust it fully
+            # (e.g. RecursionError on very deep multipart nesting): keep the headers and
+            # read the body as one unsplit part rather than seeing nothing at all
+            self.problems.append(f"MIME parse failed ({type(exc).__name__}); body read unsplit")
+            try:
+                msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw, headersonly=True)
+            except Exception:
+                return _Parsed([], [], [], 0, [], 0, 0)
+        parsed = _Parsed(self._headers_of(msg), [], [], 0, [], 0, 0)
+        total_text = 0
+        for part, depth in self._walk(msg, parsed):
+            try:
+                total_text += self._read_part(part, parsed, total_text)
+            except Exception as exc:  # one bad part never spoils the others
+                self.problems.append(f"part {parsed.part_count} skipped: {type(exc).__name__}")
+        return parsed
+
+    def _headers_of(self, msg: email.message.Message) -> list[tuple[str, str]]:
+        items = list(msg.raw_items())  # items() turns raw 8-bit bytes into U+FFFD; keep them
+        if len(items) > self.limits.max_headers:
+            self.problems.append(f"{len(items)} headers; only the first {self.limits.max_headers} read")
+            items = items[: self.limits.max_headers]
+        limit = self.limits.max_header_bytes
+        return [(name.lower(), decode_header_value(value, limit)) for name, value in items]
+
+    def _walk(self, root: email.message.Message, parsed: _Parsed) -> Iterator[tuple[email.message.Message, int]]:
+        """Leaf parts, depth first, within the part-count and depth bounds (iterative: no recursion)."""
+        limits = self.limits
+        stack: list[tuple[email.message.Message, int]] = [(root, 0)]
+        while stack:
+            part, depth = stack.pop()
+            if parsed.part_count >= limits.max_parts:
+                self.problems.append(f"more than {limits.max_parts} MIME parts; the rest skipped")
+                return
+            parsed.part_count += 1
+            parsed.max_depth_seen = max(parsed.max_depth_seen, depth)
+            for defect in part.defects:  # broken boundaries, bad base64, missing headers ...
+                self.problems.append(f"part {parsed.part_count}: {type(defect).__name__}")
+            payload = part.get_payload()
+            if part.is_multipart() and isinstance(payload, list):
+                if depth >= limits.max_depth:
+                    self.problems.append(f"MIME nesting deeper than {limits.max_depth}; inner parts skipped")
+                    continue
+                stack.extend((child, depth + 1) for child in reversed(payload))
+            elif isinstance(payload, email.message.Message):  # message/rfc822 kept as one object
+                if depth >= limits.max_depth:
+                    self.problems.append(f"MIME nesting deeper than {limits.max_depth}; inner parts skipped")
+                    continue
+                stack.append((payload, depth + 1))
+            else:
+                yield part, depth
+
+    def _read_part(self, part: email.message.Message, parsed: _Parsed, total_text: int) -> int:
+        limits = self.limits
+        ctype = (part.get_content_type() or "text/plain").lower()
+        if ctype.startswith("multipart/"):  # boundary missing or never found: read it as text
+            ctype = "text/plain"
+        disposition = str(part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+        filename = decode_header_value(part.get_filename() or "")
+        data = part.get_payload(decode=True)
+        if data is None:
+            data = b""
+        if str(part.get("Content-Transfer-Encoding", "")).strip().lower() == "quoted-printable":
+            body = part.get_payload()
+            if isinstance(body, str) and _BAD_QP.search(body):
+                self.problems.append(f"part {parsed.part_count}: malformed quoted-printable kept as written")
+        is_text = ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename
+        if is_text:
+            room = min(limits.max_part_text_bytes, limits.max_total_text_bytes - total_text)
+            if room <= 0:
+                self.problems.append("text beyond max_total_text_bytes skipped")
+                return 0
+            if len(data) > room:
+                self.problems.append(f"part {parsed.part_count}: text truncated to {room} bytes")
+                data = data[:room]
+            text, codec = decode_bytes(data, part.get_content_charset())
+            if ctype == "text/html":
+                html = html_to_text(text[: limits.max_html_bytes])
+                parsed.html_links.extend(html.links)
+                parsed.image_count += html.image_count
+                text = html.text
+            parsed.text_parts.append(TextPart(ctype, codec, text))
+            return len(data)
+        if len(parsed.attachments) >= limits.max_attachments:
+            note = f"more than {limits.max_attachments} attachments; the rest skipped"
+            if note not in self.problems:
+                self.problems.append(note)
+            return 0
+        kind = filetype.guess(data[:8192]) if data else None
+        parsed.attachments.append(
+            Attachment(
+                filename=filename,
+                declared_type=ctype,
+                sniffed_type=kind.mime if kind else None,
+                size=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+            )
+        )
+        return 0
+
+    # -- views ----------------------------------------------------------------------------
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """All top-level headers as (lower-case name, decoded value), in order."""
+        return self._parsed.headers
+
+    def header(self, name: str, default: str = "") -> str:
+        """The first header called ``name`` (case-insensitive)."""
+        name = name.lower()
+        for key, value in self._parsed.headers:
+            if key == name:
+                return value
+        return default
+
+    def header_all(self, name: str) -> list[str]:
+        name = name.lower()
+        return [value for key, value in self._parsed.headers if key == name]
+
+    @property
+    def subject(self) -> str:
+        return self.header("subject")
+
+    @property
+    def text_parts(self) -> list[TextPart]:
+        return self._parsed.text_parts
+
+    @property
+    def text(self) -> str:
+        """All visible body text, parts joined by blank lines."""
+        return self._view("text", lambda: "\n\n".join(p.text for p in self._parsed.text_parts))
+
+    @property
+    def html_links(self) -> list[tuple[str, str]]:
+        return self._parsed.html_links
+
+    @property
+    def image_count(self) -> int:
+        return self._parsed.image_count
+
+    @property
+    def attachments(self) -> list[Attachment]:
+        return self._parsed.attachments
+
+    @property
+    def part_count(self) -> int:
+        return self._parsed.part_count
+
+    @property
+    def urls(self) -> list[Url]:
+        """Distinct URLs from the text and from HTML links, bounded by ``max_urls``."""
+
+        def build() -> list[Url]:
+            sources = [self.text] + [href for href, _ in self._parsed.html_links]
+            urls, dropped = extract_urls(sources, self.limits.max_urls)
+            if dropped:
+                self.problems.append(f"{dropped} URLs past max_urls ignored")
+            return urls
+
+        return self._view("urls", build)
+
+    @property
+    def url_domains(self) -> list[str]:
+        """Registered domains (or IP literals) of the URLs, distinct, in order of appearance."""
+        return self._view("url_domains", lambda: list(dict.fromkeys(u.domain for u in self.urls if u.domain)))
+
+    @property
+    def received(self) -> list[ReceivedHop]:
+        """The Received chain, newest (closest to us) first, bounded by ``max_received``."""
+
+        def build() -> list[ReceivedHop]:
+            values = self.header_all("received")
+            if len(values) > self.limits.max_received:
+                self.problems.append(f"{len(values)} Received headers; only {self.limits.max_received} read")
+                values = values[: self.limits.max_received]
+            return [parse_received(v) for v in values]
+
+        return self._view("received", build)
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the raw bytes: the identity used to deduplicate learning."""
+        return self._view("digest", lambda: hashlib.sha256(self.raw).hexdigest())
+
+    def cached(self, name: str, build: Any) -> Any:
+        """A scorer-defined view, computed once per message (e.g. its token list)."""
+        return self._view("x:" + name, build)
+
+
+_BAD_QP = re.compile(r"=(?![0-9A-Fa-f]{2}|[ \t]*\r?$)", re.M)
+_RECEIVED_FROM = re.compile(r"^\s*from\s+(\S+)(?:\s+\(([^)]*)\))?", re.I)
+_RECEIVED_BY = re.compile(r"\sby\s+([\w.-]+)", re.I)
+_IP_IN_BRACKETS = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+)\]")
+_HELO_IN_COMMENT = re.compile(r"\bhelo(?:=|\s+)([^\s)]+)", re.I)
+_HOSTNAME = re.compile(r"^[A-Za-z0-9][\w.-]*\.[A-Za-z]{2,}$")
+
+
+def parse_received(raw: str) -> ReceivedHop:
+    """Read the common Received forms (Postfix, Sendmail, Exim, qmail); unknown parts stay None."""
+    raw = " ".join(raw.split())
+    helo = rdns = ip = by = None
+    match = _RECEIVED_FROM.search(raw)
+    if match:
+        helo = match.group(1).strip("[]") or None
+        inner = match.group(2) or ""
+        ip_match = _IP_IN_BRACKETS.search(inner) or _IP_IN_BRACKETS.search(match.group(0))
+        if ip_match:
+            ip = _valid_ip(ip_match.group(1))
+        words = inner.replace("[", " ").split()
+        helo_kw = _HELO_IN_COMMENT.search(inner)
+        if helo_kw:  # Exim "from RDNS ([IP] helo=HELO)", qmail "from RDNS (HELO HELO)"
+            first = helo or ""
+            helo = helo_kw.group(1).strip("[]") or None
+            if _HOSTNAME.match(first):
+                rdns = first.lower()
+        elif words and _HOSTNAME.match(words[0]) and words[0].lower() != "helo":
+            rdns = words[0].lower()
+    else:
+        ip_match = _IP_IN_BRACKETS.search(raw)
+        if ip_match:
+            ip = _valid_ip(ip_match.group(1))
+    by_match = _RECEIVED_BY.search(raw)
+    if by_match:
+        by = by_match.group(1).lower()
+    date_text = raw.rsplit(";", 1)[1].strip() if ";" in raw else None
+    return ReceivedHop(raw=raw, helo=helo, rdns=rdns, ip=ip, by=by, date_text=date_text)
+
+
+def _valid_ip(text: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None

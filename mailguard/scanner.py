@@ -1,0 +1,212 @@
+"""`Scanner.scan`: the one place a message becomes a verdict, for every entry point.
+
+pre (parse lazily) -> scorers concurrently, each under its timeout, all under the scan
+deadline -> combiner -> policy -> learn phase (optional; it cannot change the verdict).
+A scorer that raises or times out is recorded as a failure and the scan goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .combine import Combiner, ScorerHits, sigmoid
+from .config import Config, load_config
+from .errors import MailguardError, ModelError
+from .message import Envelope, MessageContext
+from .model import ModelBundle, load_model
+from .policy import Policy
+from .result import Hit, ScanResult, ScorerFailure
+from .scorer import Label, Scorer, Services, load_scorer
+from .stores import Store, open_store
+
+__all__ = ["Scanner"]
+
+log = logging.getLogger("mailguard.scanner")
+
+_LEARNED_TTL = 90 * 86400.0  # how long a learned message's digest is remembered
+
+
+class Scanner:
+    """Holds the configured scorers, combiner, policy and store; scans messages.
+
+    Use ``await scanner.scan(raw)`` from asyncio code, or ``scanner.scan_sync(raw)``.
+    """
+
+    def __init__(
+        self,
+        config: Config | None = None,
+        *,
+        store: Store | None = None,
+        model: ModelBundle | None = None,
+        scorers: Sequence[Scorer] | None = None,
+    ) -> None:
+        self.config = config or load_config()
+        self.store = store if store is not None else open_store(self.config.store)
+        needs_model = scorers is None and "bayes" in self.config.scanner.scorers
+        if model is None and (needs_model or scorers is None):
+            try:
+                model = load_model(self.config.model.path)
+            except ModelError:
+                if needs_model:
+                    raise
+        self.model = model
+        self.combiner = model.combiner if model is not None else Combiner()
+        services = Services(self.config, self.store, model)
+        if scorers is None:
+            scorers = [
+                load_scorer(name, self.config.scorers.get(name, {}), services) for name in self.config.scanner.scorers
+            ]
+        if not self.config.scanner.network:
+            scorers = [s for s in scorers if not s.info.network]
+        self.scorers: list[Scorer] = list(scorers)
+        self.policy = Policy(self.config.policy, self.store)
+        self._runner: asyncio.Runner | None = None
+
+    # -- scanning -------------------------------------------------------------------------
+
+    def context(self, raw: bytes, envelope: Envelope | None = None, user: str | None = None) -> MessageContext:
+        return MessageContext(raw, envelope, limits=self.config.limits, user=user)
+
+    async def scan(
+        self,
+        message: bytes | MessageContext,
+        envelope: Envelope | None = None,
+        *,
+        user: str | None = None,
+        learn: bool = False,
+    ) -> ScanResult:
+        """Score ``message`` for ``user`` (default: the only envelope recipient, if one)."""
+        started = time.perf_counter()
+        ctx = message if isinstance(message, MessageContext) else self.context(message, envelope)
+        if user is None:
+            user = ctx.user or (ctx.envelope.rcpt_to[0] if len(ctx.envelope.rcpt_to) == 1 else None)
+        if user != ctx.user:
+            ctx = ctx.for_user(user)
+        scorer_hits, failures = await self._run_scorers(ctx)
+        score, contributions = self.combiner.combine(scorer_hits)
+        probability = sigmoid(score)
+        thresholds = await self.policy.thresholds_for(user)
+        verdict = self.policy.decide(
+            score=score,
+            probability=probability,
+            thresholds=thresholds,
+            user=user,
+            contributions=contributions,
+            failures=failures,
+            subject=ctx.subject,
+        )
+        learned = await self._learn_phase(ctx, scorer_hits, failures) if learn else None
+        return ScanResult(
+            score=score,
+            probability=probability,
+            contributions=tuple(contributions),
+            failures=tuple(failures),
+            problems=tuple(ctx.problems),
+            elapsed=time.perf_counter() - started,
+            verdict=verdict,
+            learned=learned,
+        )
+
+    async def _run_one(self, scorer: Scorer, ctx: MessageContext) -> list[Hit]:
+        hits = await asyncio.wait_for(scorer.score(ctx), timeout=scorer.info.timeout)
+        if not isinstance(hits, list) or not all(isinstance(h, Hit) for h in hits):
+            raise TypeError(f"{scorer.name}.score() must return a list of Hit")
+        return hits
+
+    async def _run_scorers(self, ctx: MessageContext) -> tuple[list[ScorerHits], list[ScorerFailure]]:
+        tasks = {asyncio.ensure_future(self._run_one(s, ctx)): s for s in self.scorers}
+        if not tasks:
+            return [], []
+        done, pending = await asyncio.wait(tasks, timeout=self.config.scanner.deadline)
+        for task in pending:
+            task.cancel()
+        scorer_hits: list[ScorerHits] = []
+        failures: list[ScorerFailure] = []
+        for task, scorer in tasks.items():
+            if task in pending:
+                failures.append(ScorerFailure(scorer.name, "timeout", f"still running at the {self.config.scanner.deadline}s scan deadline"))
+                continue
+            exc = task.exception()
+            if exc is None:
+                scorer_hits.append((scorer.name, scorer.info, task.result()))
+            elif isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+                failures.append(ScorerFailure(scorer.name, "timeout", f"no answer within {scorer.info.timeout}s"))
+            else:
+                log.warning("scorer %s failed: %s: %s", scorer.name, type(exc).__name__, exc)
+                failures.append(ScorerFailure(scorer.name, "error", f"{type(exc).__name__}: {exc}"))
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        return scorer_hits, failures
+
+    async def _learn_phase(self, ctx: MessageContext, scorer_hits: list[ScorerHits], failures: list[ScorerFailure]) -> str | None:
+        """Autolearn from the score WITHOUT the learning scorers, so a classifier never trains
+        on its own opinion; each message is learned once (by digest), and never on failures."""
+        if failures:
+            return None
+        independent, _ = self.combiner.combine(scorer_hits, skip_learning=True)
+        label: Label
+        if independent >= self.config.scanner.autolearn_spam:
+            label = "spam"
+        elif independent <= self.config.scanner.autolearn_ham:
+            label = "ham"
+        else:
+            return None
+        return label if await self.learn(ctx, label) else None
+
+    async def learn(self, message: bytes | MessageContext, label: Label, *, user: str | None = None) -> bool:
+        """Teach every learning scorer that ``message`` is ``label`` (globally, or for ``user``).
+        Returns False when this message was already learned the same way."""
+        ctx = message if isinstance(message, MessageContext) else self.context(message)
+        key = f"learned:{user or '*'}:{ctx.digest}"
+        try:
+            if await self.store.get(key) == label.encode():
+                return False
+            for scorer in self.scorers:
+                if scorer.info.learns and hasattr(scorer, "learn"):
+                    await scorer.learn(ctx, label, user)  # type: ignore[attr-defined]
+            await self.store.set(key, label.encode(), ttl=_LEARNED_TTL)
+        except MailguardError as exc:
+            log.warning("learning %s as %s failed: %s", ctx.digest[:12], label, exc)
+            return False
+        return True
+
+    # -- sync facade ----------------------------------------------------------------------
+
+    def _run(self, coro: Any) -> Any:
+        if self._runner is None:
+            self._runner = asyncio.Runner()
+        return self._runner.run(coro)
+
+    def scan_sync(self, message: bytes | MessageContext, envelope: Envelope | None = None, **kw: Any) -> ScanResult:
+        """`scan` for code without an event loop (uses one private loop for all calls)."""
+        return self._run(self.scan(message, envelope, **kw))
+
+    def learn_sync(self, message: bytes | MessageContext, label: Label, **kw: Any) -> bool:
+        return self._run(self.learn(message, label, **kw))
+
+    async def aclose(self) -> None:
+        await self.store.close()
+
+    def close(self) -> None:
+        if self._runner is not None:
+            self._runner.run(self.aclose())
+            self._runner.close()
+            self._runner = None
+        else:
+            asyncio.run(self.aclose())
+
+    def __enter__(self) -> Scanner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Scanner:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -1,0 +1,91 @@
+"""The scorer protocol and the registry that finds scorers through entry points.
+
+A scorer is a small object with a ``name``, an ``info`` and ``async score(ctx)``.
+Built-in and third-party scorers register alike, in the ``mailguard.scorers``
+entry-point group, and are imported only when enabled in the configuration.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+
+from .errors import ConfigError
+from .result import Hit
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .message import MessageContext
+    from .model import ModelBundle
+    from .stores.base import Store
+
+__all__ = ["ENTRY_POINT_GROUP", "Scorer", "ScorerFactory", "ScorerInfo", "Services", "available_scorers", "load_scorer"]
+
+ENTRY_POINT_GROUP = "mailguard.scorers"
+
+Label = Literal["spam", "ham"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScorerInfo:
+    """What the scanner and combiner need to know about a scorer, before any scan."""
+
+    group: str  # contributions are capped per group
+    symbols: Mapping[str, str]  # every symbol it can emit -> one-line description
+    default_weights: Mapping[str, float]  # used until the combiner has learned a weight
+    network: bool = False  # needs the network: off with --no-network
+    learns: bool = False  # has ``learn``; its points are left out when deciding autolearn
+    timeout: float = 2.0  # seconds
+
+
+@dataclasses.dataclass(frozen=True)
+class Services:
+    """Shared things handed to scorers at construction: configuration, store, model."""
+
+    config: Config
+    store: Store
+    model: ModelBundle | None
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    name: str
+    info: ScorerInfo
+
+    async def score(self, ctx: MessageContext) -> list[Hit]:
+        """Evidence about ``ctx``; an empty list means no opinion."""
+        ...
+
+
+class LearningScorer(Scorer, Protocol):
+    async def learn(self, ctx: MessageContext, label: Label, user: str | None = None) -> None:
+        """Update what the scorer knows with ``ctx`` labelled ``label`` (for ``user`` only, if given)."""
+        ...
+
+
+class ScorerFactory(Protocol):
+    """What an entry point names: usually the scorer class itself."""
+
+    def from_config(self, section: Mapping[str, Any], services: Services) -> Scorer:
+        """Validate ``section`` and build the scorer; raise ConfigError here, never mid-scan."""
+        ...
+
+
+def available_scorers() -> dict[str, Any]:
+    """Registered scorer names -> entry points (not yet imported)."""
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def load_scorer(name: str, section: Mapping[str, Any], services: Services) -> Scorer:
+    """Import the scorer registered as ``name`` and build it from its config section."""
+    eps = available_scorers()
+    if name not in eps:
+        known = ", ".join(sorted(eps)) or "none"
+        raise ConfigError(f"unknown scorer {name!r} (registered: {known}); is mailguard installed?")
+    factory = eps[name].load()
+    scorer = factory.from_config(section, services)
+    if not isinstance(scorer, Scorer):
+        raise ConfigError(f"scorer {name!r} does not implement the Scorer protocol")
+    return scorer

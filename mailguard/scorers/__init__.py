@@ -1,0 +1,1 @@
+"""Built-in scorers; each registers in the ``mailguard.scorers`` entry-point group."""

@@ -1,0 +1,105 @@
+"""Bytes to text for bodies and headers, whatever charset the sender claimed (or did not)."""
+
+from __future__ import annotations
+
+import codecs
+import email.header
+import re
+
+from charset_normalizer import from_bytes
+
+__all__ = ["decode_bytes", "decode_header_value"]
+
+# Labels mail really uses, mapped to the codec that decodes what senders meant:
+# supersets for Chinese and Japanese, and Windows code pages for "latin-1" the way
+# mail clients and browsers read them.
+_ALIASES = {
+    "gb2312": "gb18030",
+    "gb_2312-80": "gb18030",
+    "gbk": "gb18030",
+    "x-gbk": "gb18030",
+    "cp936": "gb18030",
+    "euc-cn": "gb18030",
+    "big5": "big5hkscs",
+    "x-big5": "big5hkscs",
+    "cn-big5": "big5hkscs",
+    "iso-2022-jp": "iso2022_jp_2",
+    "shift_jis": "cp932",
+    "x-sjis": "cp932",
+    "sjis": "cp932",
+    "euc-kr": "cp949",
+    "ks_c_5601-1987": "cp949",
+    "iso-8859-1": "cp1252",
+    "latin-1": "cp1252",
+    "latin1": "cp1252",
+    "us-ascii": "cp1252",
+    "ascii": "cp1252",
+    "windows-874": "cp874",
+}
+
+_DETECT_SAMPLE = 64 * 1024
+
+
+def _codec(label: str | None) -> str | None:
+    if not label:
+        return None
+    label = label.strip().strip("\"'").lower()
+    label = _ALIASES.get(label, label)
+    try:
+        return codecs.lookup(label).name
+    except (LookupError, ValueError):
+        return None
+
+
+def decode_bytes(data: bytes, declared: str | None) -> tuple[str, str]:
+    """Decode ``data``; returns (text, codec used). Never raises.
+
+    Order: the declared charset if it decodes cleanly, then UTF-8, then the declared
+    charset with a few replacements, then detection, then Latin-1 (which always works).
+    """
+    codec = _codec(declared)
+    if codec:
+        try:
+            return data.decode(codec), codec
+        except UnicodeDecodeError:
+            pass
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    if codec:
+        text = data.decode(codec, "replace")
+        if text.count("\ufffd") * 50 <= len(text):
+            return text, codec
+    try:
+        best = from_bytes(data[:_DETECT_SAMPLE]).best()
+    except Exception:  # detection is a heuristic; never let it break a scan
+        best = None
+    if best is not None and best.encoding:
+        found = _codec(best.encoding) or "latin-1"
+        return data.decode(found, "replace"), found
+    return data.decode("latin-1"), "latin-1"
+
+
+_FOLD = re.compile(r"\r?\n[ \t]+")
+_MAX_HEADER_CHARS = 16 * 1024
+
+
+def decode_header_value(value: object, limit: int = _MAX_HEADER_CHARS) -> str:
+    """Unfold a header and decode RFC 2047 words and raw 8-bit bytes into text."""
+    text = value if isinstance(value, str) else str(value)
+    text = _FOLD.sub(" ", text[: limit * 2])
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # raw 8-bit header bytes arrive as surrogate escapes
+            text = decode_bytes(text.encode("utf-8", "surrogateescape"), None)[0]
+    if "=?" in text:
+        try:
+            text = "".join(
+                decode_bytes(chunk, charset)[0] if isinstance(chunk, bytes) else chunk
+                for chunk, charset in email.header.decode_header(text)
+            )
+        except Exception:  # malformed encoded words: keep them as written
+            pass
+    return text[:limit].strip()

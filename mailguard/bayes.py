@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from scipy.special import chdtrc
+from scipy.special import chdtrc, expit
 
 __all__ = ["BayesClassifier", "TokenCounts"]
 
@@ -152,7 +152,7 @@ class BayesClassifier:
         return np.array([self.score_one(ids) for ids in X])
 
     def predict_proba(self, X: Sequence[np.ndarray]) -> np.ndarray:
-        p = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
+        p = expit(self.decision_function(X))
         return np.column_stack([1.0 - p, p])
 
     def predict(self, X: Sequence[np.ndarray]) -> np.ndarray:

@@ -67,7 +67,9 @@ class Combiner:
         return self._matrix(X, self.symbols_) @ w + self.intercept_
 
     def predict_proba(self, X: Sequence[Mapping[str, float]]) -> np.ndarray:
-        p = 1.0 / (1.0 + np.exp(-self.decision_function(X)))
+        from scipy.special import expit  # no overflow warning for extreme scores
+
+        p = expit(self.decision_function(X))
         return np.column_stack([1.0 - p, p])
 
     # -- scanning -------------------------------------------------------------------------

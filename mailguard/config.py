@@ -131,6 +131,8 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
     if isinstance(default, (int, float)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} must be a number")
+        if isinstance(default, int) and not isinstance(value, int):
+            raise ConfigError(f"{where} must be a whole number")
         if value < 0 and not where.startswith("scanner.autolearn"):
             raise ConfigError(f"{where} must not be negative")
         return type(default)(value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import lxml.etree
 import lxml.html
@@ -14,6 +15,8 @@ _BLOCK = ("p", "div", "br", "tr", "td", "th", "li", "h1", "h2", "h3", "h4", "h5"
 _MAX_LINKS = 1000
 # no_network: never fetch anything a message points at; huge_tree off keeps libxml2's depth limits.
 _PARSER = lxml.html.HTMLParser(no_network=True, remove_comments=True, remove_pis=True)
+# lxml refuses a str that starts with an XML declaration naming an encoding (XHTML mail)
+_XML_DECL = re.compile(r"^\ufeff?\s*<\?xml[^>]*>")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +31,7 @@ def html_to_text(html: str) -> HtmlText:
     with their text, and the number of images. Unparseable HTML gives empty text."""
     if not html.strip():
         return HtmlText("", [], 0)
+    html = _XML_DECL.sub("", html, count=1)
     try:
         doc = lxml.html.document_fromstring(html, parser=_PARSER)
     except (lxml.etree.ParserError, ValueError):
@@ -41,6 +45,7 @@ def html_to_text(html: str) -> HtmlText:
         if href and len(links) < _MAX_LINKS:
             links.append((href.strip(), " ".join(anchor.text_content().split())))
     images = sum(1 for _ in doc.iter("img"))
-    for element in doc.iter(*_BLOCK):
+    for element in doc.iter(*_BLOCK):  # a line break before and after each block
+        element.text = "\n" + (element.text or "")
         element.tail = "\n" + (element.tail or "")
     return HtmlText(doc.text_content(), links, images)

@@ -219,9 +219,12 @@ class MessageContext:
             ctype = "text/plain"
         disposition = str(part.get("Content-Disposition") or "").split(";")[0].strip().lower()
         filename = decode_header_value(part.get_filename() or "")
+        seen_defects = len(part.defects)
         data = part.get_payload(decode=True)
         if data is None:
             data = b""
+        for defect in part.defects[seen_defects:]:  # found while decoding (bad base64)
+            self.problems.append(f"part {parsed.part_count}: {type(defect).__name__}")
         if str(part.get("Content-Transfer-Encoding", "")).strip().lower() == "quoted-printable":
             body = part.get_payload()
             if isinstance(body, str) and _BAD_QP.search(body):

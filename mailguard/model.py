@@ -14,6 +14,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -75,16 +76,20 @@ def load_model(directory: str | os.PathLike[str]) -> ModelBundle:
         raise ModelError(f"no model at {directory} (manifest.json missing)") from exc
     except (OSError, ValueError) as exc:
         raise ModelError(f"unreadable manifest in {directory}: {exc}") from exc
-    if not isinstance(manifest, dict) or manifest.get("schema_version") != SCHEMA_VERSION:
+    if not isinstance(manifest, dict):
+        raise ModelError(f"{directory}/manifest.json is not a JSON object")
+    if manifest.get("schema_version") != SCHEMA_VERSION:
         raise ModelError(f"{directory}: model schema {manifest.get('schema_version')!r} is not {SCHEMA_VERSION}")
     hashes = manifest.get("files", {})
+    if not isinstance(hashes, dict):
+        raise ModelError(f"{directory}/manifest.json: 'files' must map file names to sha256")
     try:
         with np.load(io.BytesIO(_read_verified(directory, "bayes.npz", hashes)), allow_pickle=False) as arrays:
             bayes = BayesClassifier.from_arrays(dict(arrays), manifest["bayes_params"])
         combiner = Combiner.from_dict(json.loads(_read_verified(directory, "combiner.json", hashes)))
     except ModelError:
         raise
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
         raise ModelError(f"{directory}: malformed model artifact: {exc}") from exc
     return ModelBundle(bayes=bayes, combiner=combiner, manifest=manifest, path=directory)
 
@@ -98,8 +103,8 @@ def save_model(bundle: ModelBundle, directory: str | os.PathLike[str], info: Map
     np.savez_compressed(tmp / "bayes.npz", **bundle.bayes.to_arrays())
     (tmp / "combiner.json").write_text(json.dumps(bundle.combiner.to_dict(), indent=1, sort_keys=True), "utf-8")
     manifest = {
-        "schema_version": SCHEMA_VERSION,
         **info,
+        "schema_version": SCHEMA_VERSION,
         "bayes_params": bundle.bayes.get_params(),
         "files": {name: sha256_file(tmp / name) for name in _FILES},
     }

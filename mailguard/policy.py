@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -109,7 +110,7 @@ class Policy:
             data = json.loads(raw)
             base = LEVELS[data.get("level", self.config.level)]
             return base.with_overrides(data.get("thresholds", {}))
-        except (ValueError, KeyError, AttributeError, ConfigError):
+        except (ValueError, KeyError, AttributeError, TypeError, ConfigError):
             return self.default
 
     async def set_user(self, user: str, *, level: str | None = None, thresholds: Mapping[str, float | None] | None = None) -> Thresholds:
@@ -154,10 +155,12 @@ class Policy:
             ("X-Spam-Status", f"{'Yes' if is_spam else 'No'}, score={score:.2f} required={thresholds.required:.2f} tests={tests or 'none'}"),
             ("X-Mailguard-Report", f"action={action} p={probability:.4f}; {report or 'no evidence'}"),
         )
+        # reasons can quote message content: never let a line break start a new header
+        headers = tuple((name, _NEWLINES.sub(" ", value)) for name, value in headers)
         new_subject = None
         if action in (Action.TAG, Action.JUNK, Action.QUARANTINE) and self.config.subject_tag:
             if not subject.startswith(self.config.subject_tag.strip()):
-                new_subject = self.config.subject_tag + subject
+                new_subject = _NEWLINES.sub(" ", self.config.subject_tag + subject)
         smtp_reply = None
         if action is Action.REJECT:
             smtp_reply = ("550", "5.7.1", f"Message rejected as spam (score {score:.1f})")
@@ -174,6 +177,9 @@ class Policy:
             subject=new_subject,
             reason=reason,
         )
+
+
+_NEWLINES = re.compile(r"\s*[\r\n]+\s*")
 
 
 def _describe(t: Thresholds) -> str:

@@ -46,9 +46,12 @@ def _codec(label: str | None) -> str | None:
     label = label.strip().strip("\"'").lower()
     label = _ALIASES.get(label, label)
     try:
-        return codecs.lookup(label).name
+        info = codecs.lookup(label)
     except (LookupError, ValueError):
         return None
+    if not getattr(info, "_is_text_encoding", True):  # base64, zlib, rot13...: not charsets
+        return None
+    return info.name
 
 
 def decode_bytes(data: bytes, declared: str | None) -> tuple[str, str]:
@@ -97,7 +100,10 @@ def decode_header_value(value: object, limit: int = _MAX_HEADER_CHARS) -> str:
     if "=?" in text:
         try:
             text = "".join(
-                decode_bytes(chunk, charset)[0] if isinstance(chunk, bytes) else chunk
+                # unencoded runs come back as raw-unicode-escape bytes: undo exactly that
+                (chunk.decode("raw-unicode-escape") if charset is None else decode_bytes(chunk, charset)[0])
+                if isinstance(chunk, bytes)
+                else chunk
                 for chunk, charset in email.header.decode_header(text)
             )
         except Exception:  # malformed encoded words: keep them as written

@@ -13,7 +13,10 @@ from publicsuffixlist import PublicSuffixList
 
 __all__ = ["Url", "extract_urls", "registered_domain"]
 
-_URL_RE = re.compile(r"(?:[Hh][Tt][Tt][Pp][Ss]?://|[Ww][Ww][Ww]\.)[^\s<>\"'()\[\]{}]{2,2000}")
+_URL_RE = re.compile(
+    r"[Hh][Tt][Tt][Pp][Ss]?://\[[0-9A-Fa-f:.]+\][^\s<>\"'()\[\]{}]{0,2000}"  # IPv6 literal host
+    r"|(?:[Hh][Tt][Tt][Pp][Ss]?://|[Ww][Ww][Ww]\.)[^\s<>\"'()\[\]{}]{2,2000}"
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -64,8 +64,11 @@ class SqliteStore:
                     self._db.execute("DELETE FROM kv WHERE expires IS NOT NULL AND expires <= ?", (now,))
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+                try:  # (a closed connection cannot even say whether it is in a transaction)
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
                 raise StoreError(f"SQLite store write failed: {exc}") from exc
 
     def _read(self, sql: str, params: Sequence[object]) -> list[tuple[object, ...]]:

@@ -1,0 +1,149 @@
+"""Configuration: defaults without a file, TOML into frozen dataclasses, errors naming the key."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from mailguard.config import Config, Limits, PolicyConfig, ScannerConfig, StoreConfig, config_from_mapping, load_config
+from mailguard.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def no_config_env(monkeypatch):
+    monkeypatch.delenv("MAILGUARD_CONFIG", raising=False)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "mailguard.toml"
+    path.write_text(text, "utf-8")
+    return path
+
+
+def test_defaults_without_file():
+    config = load_config()
+    assert config == Config()
+    assert config.limits == Limits()
+    assert config.policy.level == "medium"
+    assert config.store.backend == "sqlite"
+    assert isinstance(config.store.path, Path)
+    assert config.scanner.scorers == ("bayes",)
+
+
+def test_empty_file_gives_defaults(tmp_path):
+    assert load_config(write(tmp_path, "")) == Config()
+
+
+def test_env_var_names_the_file(tmp_path, monkeypatch):
+    path = write(tmp_path, "[limits]\nmax_parts = 7\n")
+    monkeypatch.setenv("MAILGUARD_CONFIG", str(path))
+    assert load_config().limits.max_parts == 7
+
+
+def test_toml_loads_into_frozen_dataclasses(tmp_path):
+    path = write(
+        tmp_path,
+        """
+[limits]
+max_parts = 42
+max_parse_bytes = 1048576
+
+[store]
+backend = "memory"
+path = "~/mg/store.sqlite3"
+
+[scanner]
+scorers = ["bayes", "dnsbl"]
+deadline = 3
+network = false
+autolearn_ham = -2.5
+
+[policy]
+level = "high"
+thresholds = { junk = 4.5 }
+subject_tag = "[SPAM] "
+on_failure = { virus = "tempfail" }
+
+[scorers.dnsbl]
+zones = ["zen.example.org"]
+""",
+    )
+    config = load_config(path)
+    assert config.limits.max_parts == 42
+    assert config.limits.max_parse_bytes == 1048576
+    assert config.limits.max_depth == Limits().max_depth  # untouched keys keep their default
+    assert config.store == StoreConfig(backend="memory", path=Path("~/mg/store.sqlite3").expanduser())
+    assert config.scanner.scorers == ("bayes", "dnsbl")
+    assert config.scanner.deadline == 3.0 and isinstance(config.scanner.deadline, float)
+    assert config.scanner.network is False
+    assert config.scanner.autolearn_ham == -2.5
+    assert config.policy.level == "high"
+    assert config.policy.thresholds["junk"] == 4.5
+    assert config.policy.subject_tag == "[SPAM] "
+    assert config.policy.on_failure["virus"] == "tempfail"
+    assert list(config.scorers["dnsbl"]["zones"]) == ["zen.example.org"]
+    for section in (config, config.limits, config.store, config.scanner, config.policy):
+        assert dataclasses.is_dataclass(section)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(section, dataclasses.fields(section)[0].name, None)
+    with pytest.raises(TypeError):
+        config.policy.thresholds["junk"] = 1.0  # type: ignore[index]
+    with pytest.raises(TypeError):
+        config.scorers["dnsbl"]["zones"] = []  # type: ignore[index]
+
+
+def test_replace_gives_new_config():
+    config = Config()
+    other = config.replace(scanner=ScannerConfig(network=False))
+    assert other.scanner.network is False and config.scanner.network is True
+
+
+@pytest.mark.parametrize(
+    ("toml", "names"),
+    [
+        ("[limitz]\nmax_parts = 1\n", "limitz"),
+        ("[limits]\nmax_partz = 1\n", "max_partz"),
+        ("[policy]\nlevle = 'high'\n", "levle"),
+        ("[limits]\nmax_parts = 'ten'\n", "limits.max_parts"),
+        ("[limits]\nmax_parts = 2.5\n", "limits.max_parts"),
+        ("[limits]\nmax_parts = true\n", "limits.max_parts"),
+        ("[limits]\nmax_parts = -1\n", "limits.max_parts"),
+        ("[scanner]\nnetwork = 'yes'\n", "scanner.network"),
+        ("[scanner]\nnetwork = 1\n", "scanner.network"),
+        ("[scanner]\ndeadline = '10s'\n", "scanner.deadline"),
+        ("[scanner]\nscorers = 'bayes'\n", "scanner.scorers"),
+        ("[scanner]\nscorers = ['bayes', 3]\n", "scanner.scorers"),
+        ("[store]\npath = 5\n", "store.path"),
+        ("[store]\nbackend = ['sqlite']\n", "store.backend"),
+        ("[policy]\nsubject_tag = 1\n", "policy.subject_tag"),
+        ("[policy]\nthresholds = 5\n", "policy.thresholds"),
+        ("[policy]\nlevel = 'extreme'\n", "level"),
+        ("[policy]\nthresholds = { spam = 3.0 }\n", "spam"),
+        ("[policy]\nthresholds = { junk = 'high' }\n", "junk"),
+        ("[policy]\non_failure = { virus = 'reject' }\n", "on_failure.virus"),
+        ("limits = 3\n", "limits"),
+        ("[scorers]\nbayes = 1\n", "scorers"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path, toml, names):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, toml))
+    assert names in str(info.value)
+
+
+def test_invalid_toml(tmp_path):
+    with pytest.raises(ConfigError, match="TOML"):
+        load_config(write(tmp_path, "[limits\nmax_parts = \n"))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_config_error_is_raised_for_mapping_too():
+    assert config_from_mapping({"policy": {"level": "low"}}).policy == PolicyConfig(level="low")
+    with pytest.raises(ConfigError, match="policy"):
+        config_from_mapping({"policy": "low"})

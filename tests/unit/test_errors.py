@@ -1,0 +1,71 @@
+"""The exception tree and the public names of the package."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import pytest
+
+import mailguard
+from mailguard import errors
+
+ERRORS = [getattr(errors, name) for name in errors.__all__]
+
+
+def test_error_list_is_complete():
+    defined = {name for name, obj in vars(errors).items() if inspect.isclass(obj) and issubclass(obj, BaseException)}
+    assert defined == set(errors.__all__)
+    assert len(ERRORS) == 7
+
+
+@pytest.mark.parametrize("cls", ERRORS, ids=lambda c: c.__name__)
+def test_every_error_derives_from_mailguard_error(cls):
+    assert issubclass(cls, errors.MailguardError)
+    assert issubclass(cls, Exception)
+    with pytest.raises(errors.MailguardError, match="boom"):
+        raise cls("boom")
+
+
+@pytest.mark.parametrize("cls", [c for c in ERRORS if c is not errors.MailguardError], ids=lambda c: c.__name__)
+def test_errors_are_siblings(cls):
+    others = [c for c in ERRORS if c not in (cls, errors.MailguardError)]
+    assert not any(issubclass(cls, other) for other in others)
+    assert cls.__bases__ == (errors.MailguardError,)
+
+
+def test_errors_exported_from_package():
+    for cls in ERRORS:
+        assert getattr(mailguard, cls.__name__) is cls
+        assert cls.__name__ in mailguard.__all__
+
+
+def test_package_all_names_exist():
+    for name in mailguard.__all__:
+        assert hasattr(mailguard, name), name
+    assert len(set(mailguard.__all__)) == len(mailguard.__all__)
+    assert mailguard.__all__ == sorted(mailguard.__all__)
+
+
+def test_package_all_matches_imported_public_names():
+    tree = ast.parse(Path(mailguard.__file__).read_text("utf-8"))
+    imported = {
+        alias.asname or alias.name
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+        if not (alias.asname or alias.name).startswith("_")
+    }
+    assert imported == set(mailguard.__all__)
+
+
+@pytest.mark.parametrize(
+    "module",
+    ["mailguard.message", "mailguard.textdecode", "mailguard.html", "mailguard.urls", "mailguard.config",
+     "mailguard.policy", "mailguard.combine", "mailguard.model", "mailguard.stores", "mailguard.errors"],
+)
+def test_module_all_names_exist(module):
+    mod = __import__(module, fromlist=["__all__"])
+    for name in mod.__all__:
+        assert hasattr(mod, name), f"{module}.{name}"

@@ -1,0 +1,270 @@
+"""Counter and key-value stores: the same behaviour from MemoryStore and SqliteStore."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from mailguard.config import StoreConfig
+from mailguard.errors import ConfigError, StoreError
+from mailguard.stores import MemoryStore, SqliteStore, Store, open_store
+
+
+class Clock:
+    """Injectable time: tests move it instead of sleeping."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@pytest.fixture()
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request, clock, tmp_path):
+    if request.param == "memory":
+        s = MemoryStore(clock=clock)
+    else:
+        s = SqliteStore(tmp_path / "store.sqlite3", clock=clock)
+    yield s
+    run(s.close())
+
+
+def test_implements_store_protocol(store):
+    assert isinstance(store, Store)
+
+
+# -- counters ---------------------------------------------------------------------------
+
+
+def test_incr_many_and_get_counters(store):
+    run(store.incr_many({"a": 1, "b": 2.5}))
+    run(store.incr_many({"a": 2, "c": -1}))
+    assert run(store.get_counters(["a", "b", "c"])) == {"a": 3.0, "b": 2.5, "c": -1.0}
+
+
+def test_missing_counters_left_out(store):
+    run(store.incr_many({"present": 1}))
+    assert run(store.get_counters(["absent", "present", "also-absent"])) == {"present": 1.0}
+    assert run(store.get_counters([])) == {}
+
+
+def test_empty_incr_is_noop(store):
+    run(store.incr_many({}))
+    assert run(store.get_counters(["x"])) == {}
+
+
+def test_many_keys_beyond_one_batch(store):
+    amounts = {f"bayes:tok:{i}": float(i) for i in range(1234)}
+    run(store.incr_many(amounts))
+    assert run(store.get_counters(list(amounts))) == amounts
+
+
+def test_unicode_keys(store):
+    run(store.incr_many({"tok:中文": 2}))
+    assert run(store.get_counters(["tok:中文"])) == {"tok:中文": 2.0}
+
+
+def test_counter_ttl_expiry(store, clock):
+    run(store.incr_many({"k": 5}, ttl=10))
+    clock.advance(9.9)
+    assert run(store.get_counters(["k"])) == {"k": 5.0}
+    clock.advance(0.2)
+    assert run(store.get_counters(["k"])) == {}
+
+
+def test_counter_ttl_renewed_by_increment(store, clock):
+    run(store.incr_many({"k": 1}, ttl=10))
+    clock.advance(8)
+    run(store.incr_many({"k": 1}, ttl=10))
+    clock.advance(8)  # 16 s after the first write, 8 after the renewal
+    assert run(store.get_counters(["k"])) == {"k": 2.0}
+    clock.advance(3)
+    assert run(store.get_counters(["k"])) == {}
+
+
+def test_expired_counter_restarts_from_zero(store, clock):
+    run(store.incr_many({"k": 7}, ttl=5))
+    clock.advance(6)
+    run(store.incr_many({"k": 1}, ttl=5))
+    assert run(store.get_counters(["k"])) == {"k": 1.0}
+
+
+def test_counter_without_ttl_never_expires(store, clock):
+    run(store.incr_many({"k": 1}))
+    clock.advance(10 * 365 * 86400)
+    assert run(store.get_counters(["k"])) == {"k": 1.0}
+
+
+def test_ttl_only_on_some_keys(store, clock):
+    run(store.incr_many({"short": 1}, ttl=1))
+    run(store.incr_many({"long": 1}, ttl=100))
+    clock.advance(2)
+    assert run(store.get_counters(["short", "long"])) == {"long": 1.0}
+
+
+# -- key-value --------------------------------------------------------------------------
+
+
+def test_kv_set_get_overwrite_delete(store):
+    assert run(store.get("k")) is None
+    run(store.set("k", b"one"))
+    assert run(store.get("k")) == b"one"
+    run(store.set("k", b"\x00\xff binary"))
+    assert run(store.get("k")) == b"\x00\xff binary"
+    run(store.delete("k"))
+    assert run(store.get("k")) is None
+
+
+def test_kv_accepts_bytearray(store):
+    run(store.set("k", bytearray(b"abc")))
+    value = run(store.get("k"))
+    assert value == b"abc" and isinstance(value, bytes)
+
+
+def test_delete_missing_key_is_fine(store):
+    run(store.delete("never-set"))
+    assert run(store.get("never-set")) is None
+
+
+def test_delete_removes_counter_too(store):
+    run(store.incr_many({"k": 3}))
+    run(store.delete("k"))
+    assert run(store.get_counters(["k"])) == {}
+
+
+def test_kv_and_counters_are_separate(store):
+    run(store.set("same", b"v"))
+    run(store.incr_many({"same": 4}))
+    assert run(store.get("same")) == b"v"
+    assert run(store.get_counters(["same"])) == {"same": 4.0}
+
+
+def test_kv_ttl(store, clock):
+    run(store.set("k", b"v", ttl=30))
+    clock.advance(29)
+    assert run(store.get("k")) == b"v"
+    clock.advance(2)
+    assert run(store.get("k")) is None
+    run(store.set("k", b"again"))  # re-set without TTL lives on
+    clock.advance(10**6)
+    assert run(store.get("k")) == b"again"
+
+
+# -- SQLite specifics -------------------------------------------------------------------
+
+
+def test_sqlite_two_objects_same_file_see_each_other(tmp_path, clock):
+    path = tmp_path / "shared.sqlite3"
+    first, second = SqliteStore(path, clock=clock), SqliteStore(path, clock=clock)
+    try:
+        run(first.incr_many({"c": 1}))
+        run(second.incr_many({"c": 2}))
+        assert run(first.get_counters(["c"])) == {"c": 3.0}
+        run(second.set("k", b"from second"))
+        assert run(first.get("k")) == b"from second"
+        run(first.delete("k"))
+        assert run(second.get("k")) is None
+    finally:
+        run(first.close())
+        run(second.close())
+
+
+def test_sqlite_persists_across_reopen(tmp_path, clock):
+    path = tmp_path / "p.sqlite3"
+    s = SqliteStore(path, clock=clock)
+    run(s.set("k", b"kept"))
+    run(s.incr_many({"c": 2}))
+    run(s.close())
+    s = SqliteStore(path, clock=clock)
+    try:
+        assert run(s.get("k")) == b"kept"
+        assert run(s.get_counters(["c"])) == {"c": 2.0}
+    finally:
+        run(s.close())
+
+
+def test_sqlite_wal_mode(tmp_path):
+    path = tmp_path / "wal.sqlite3"
+    s = SqliteStore(path)
+    run(s.close())
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+    finally:
+        db.close()
+
+
+def test_sqlite_creates_parent_directories(tmp_path):
+    path = tmp_path / "a" / "b" / "store.sqlite3"
+    s = SqliteStore(path)
+    run(s.close())
+    assert path.exists()
+
+
+def test_sqlite_uncreatable_path_raises_store_error(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where a directory should be")
+    with pytest.raises(StoreError, match="not-a-dir"):
+        SqliteStore(blocker / "store.sqlite3")
+
+
+def test_sqlite_path_is_a_directory_raises_store_error(tmp_path):
+    with pytest.raises(StoreError):
+        SqliteStore(tmp_path)
+
+
+def test_sqlite_use_after_close_raises_store_error(tmp_path):
+    s = SqliteStore(tmp_path / "closed.sqlite3")
+    run(s.close())
+    with pytest.raises(StoreError):
+        run(s.get("k"))
+    with pytest.raises(StoreError):
+        run(s.incr_many({"k": 1}))
+
+
+def test_sqlite_expired_rows_purged(tmp_path, clock):
+    path = tmp_path / "purge.sqlite3"
+    s = SqliteStore(path, clock=clock)
+    try:
+        run(s.incr_many({f"old{i}": 1 for i in range(10)}, ttl=1))
+        clock.advance(5)
+        run(s.incr_many({f"new{i}": 1 for i in range(1000)}))  # enough writes to trigger a sweep
+    finally:
+        run(s.close())
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("SELECT COUNT(*) FROM counters WHERE key LIKE 'old%'").fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM counters WHERE key LIKE 'new%'").fetchone()[0] == 1000
+    finally:
+        db.close()
+
+
+# -- open_store -------------------------------------------------------------------------
+
+
+def test_open_store_by_config(tmp_path):
+    mem = open_store(StoreConfig(backend="memory"))
+    assert isinstance(mem, MemoryStore)
+    sql = open_store(StoreConfig(backend="sqlite", path=Path(tmp_path / "o.sqlite3")))
+    try:
+        assert isinstance(sql, SqliteStore)
+    finally:
+        run(sql.close())
+    with pytest.raises(ConfigError, match="backend"):
+        open_store(StoreConfig(backend="redis-typo"))

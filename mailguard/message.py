@@ -31,6 +31,7 @@ __all__ = [
     "Attachment",
     "Envelope",
     "MessageContext",
+    "PartInfo",
     "ReceivedHop",
     "TextPart",
 ]
@@ -66,6 +67,15 @@ class Attachment:
 
 
 @dataclasses.dataclass(frozen=True)
+class PartInfo:
+    """One leaf MIME part as declared (whatever it decoded to)."""
+
+    content_type: str
+    filename: str
+    transfer_encoding: str
+
+
+@dataclasses.dataclass(frozen=True)
 class ReceivedHop:
     """One Received header, newest first. Fields are None when the header does not say."""
 
@@ -95,6 +105,7 @@ class _Parsed:
     attachments: list[Attachment]
     part_count: int
     max_depth_seen: int
+    parts: list[PartInfo] = dataclasses.field(default_factory=list)
 
 
 class MessageContext:
@@ -219,13 +230,15 @@ class MessageContext:
             ctype = "text/plain"
         disposition = str(part.get("Content-Disposition") or "").split(";")[0].strip().lower()
         filename = decode_header_value(part.get_filename() or "")
+        cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()[:20]
+        parsed.parts.append(PartInfo(ctype, filename, cte))
         seen_defects = len(part.defects)
         data = part.get_payload(decode=True)
         if data is None:
             data = b""
         for defect in part.defects[seen_defects:]:  # found while decoding (bad base64)
             self.problems.append(f"part {parsed.part_count}: {type(defect).__name__}")
-        if str(part.get("Content-Transfer-Encoding", "")).strip().lower() == "quoted-printable":
+        if cte == "quoted-printable":
             body = part.get_payload()
             if isinstance(body, str) and _BAD_QP.search(body):
                 self.problems.append(f"part {parsed.part_count}: malformed quoted-printable kept as written")
@@ -306,6 +319,11 @@ class MessageContext:
     @property
     def attachments(self) -> list[Attachment]:
         return self._parsed.attachments
+
+    @property
+    def parts(self) -> list[PartInfo]:
+        """Every leaf part read (within the bounds), in order."""
+        return self._parsed.parts
 
     @property
     def part_count(self) -> int:

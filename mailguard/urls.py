@@ -25,6 +25,7 @@ class Url:
     host: str  # lower-case, IDNA-encoded; an IP address is normalised
     domain: str  # registered domain (example.co.uk) or the IP address itself
     path: str
+    query: str = ""
 
 
 @functools.cache
@@ -61,7 +62,7 @@ def _parse(text: str) -> Url | None:
     host = host.rstrip(".")
     if not host:
         return None
-    return Url(url=text, host=host, domain=registered_domain(host), path=parts.path)
+    return Url(url=text, host=host, domain=registered_domain(host), path=parts.path, query=parts.query)
 
 
 def extract_urls(sources: Iterable[str], limit: int) -> tuple[list[Url], int]:

@@ -44,7 +44,7 @@ def synthetic_corpus(n: int = 40) -> tuple[list[bytes], np.ndarray]:
 def tiny_model() -> ModelBundle:
     raws, y = synthetic_corpus()
     ids = [message_ids(MessageContext(r)) for r in raws]
-    return fit_model(ids, y, prune_min_docs=1)
+    return fit_model(ids, y, prune_min_docs=1, combiner_C=100.0)
 
 
 @pytest.fixture()

@@ -89,7 +89,7 @@ class BayesScorer:
             return []
         delta, n_delta = await self._deltas(ids, ctx.user)
         value = self.classifier.score_one(ids, delta, n_delta)
-        spam, ham = self.classifier.counts_for(ids)
+        spam, ham, _ = self.classifier.lookup(ids)
         known = int(((spam + ham) > 0).sum())
         return [Hit("BAYES", value, f"{known} of {len(ids)} tokens known")]
 

@@ -28,25 +28,26 @@ def test_document_counts_match_sklearn_bernoulli_nb():
     for row, ids in enumerate(docs):
         matrix[row, ids.astype(int)] = 1
     nb = BernoulliNB().fit(matrix, y)
-    spam, ham = ours.counts_for(np.arange(vocab, dtype=np.uint64))
+    spam, ham, _ = ours.lookup(np.arange(vocab, dtype=np.uint64))
     assert np.array_equal(spam, nb.feature_count_[1])
     assert np.array_equal(ham, nb.feature_count_[0])
     assert (ours.n_ham_, ours.n_spam_) == tuple(nb.class_count_.astype(int))
 
 
 def test_partial_fit_equals_fit_on_everything():
+    """partial_fit adds counts; with the regression off both paths must agree exactly."""
     docs, y, _ = random_docs(seed=1)
-    whole = BayesClassifier().fit(docs, y)
-    parts = BayesClassifier().partial_fit(docs[:50], y[:50]).partial_fit(docs[50:], y[50:])
+    whole = BayesClassifier(lr_C=0, fisher_weight=1.0).fit(docs, y)
+    parts = BayesClassifier(lr_C=0, fisher_weight=1.0).partial_fit(docs[:50], y[:50]).partial_fit(docs[50:], y[50:])
     for name in ("vocab_", "spam_counts_", "ham_counts_"):
         assert np.array_equal(getattr(whole, name), getattr(parts, name))
     assert np.allclose(whole.decision_function(docs), parts.decision_function(docs))
 
 
-@pytest.mark.parametrize("rule", ["fisher", "logodds"])
-def test_rules_separate_the_classes(rule):
+@pytest.mark.parametrize("params", [{}, {"fisher_weight": 1.0, "lr_C": 0}], ids=["blend", "fisher-only"])
+def test_rules_separate_the_classes(params):
     docs, y, _ = random_docs(seed=2, n=400)
-    clf = BayesClassifier(rule=rule).fit(docs[:300], y[:300])
+    clf = BayesClassifier(**params).fit(docs[:300], y[:300])
     scores = clf.decision_function(docs[300:])
     assert scores[y[300:] == 1].mean() > 0 > scores[y[300:] == 0].mean()
     proba = clf.predict_proba(docs[300:])
@@ -56,13 +57,35 @@ def test_rules_separate_the_classes(rule):
 
 def test_unknown_tokens_give_no_opinion():
     docs, y, vocab = random_docs(seed=3)
-    clf = BayesClassifier().fit(docs, y)
+    clf = BayesClassifier(lr_C=0, fisher_weight=1.0).fit(docs, y)
     assert clf.score_one(np.arange(vocab + 10, vocab + 50, dtype=np.uint64)) == 0.0
+    blend = BayesClassifier().fit(docs, y)
+    unknown = np.arange(vocab + 10, vocab + 50, dtype=np.uint64)
+    # with no known token only the regression's intercept is left: the score is the prior, not evidence
+    assert abs(blend.score_one(unknown)) < abs(blend.score_one(docs[0]))
+
+
+def test_regression_side_matches_sklearn_on_nb_features():
+    """The regression's weights are scikit-learn's LogisticRegression on |NB log-ratio| features."""
+    from sklearn.linear_model import LogisticRegression
+
+    docs, y, vocab = random_docs(seed=8)
+    clf = BayesClassifier().fit(docs, y)
+    spam, ham, _ = clf.lookup(np.arange(vocab, dtype=np.uint64))
+    r = np.abs(np.log((spam + 1) / (clf.n_spam_ + 2)) - np.log((ham + 1) / (clf.n_ham_ + 2)))
+    matrix = np.zeros((len(docs), vocab))
+    for row, ids in enumerate(docs):
+        matrix[row, ids.astype(int)] = r[ids.astype(int)]
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    ref = LogisticRegression(C=clf.lr_C, solver="liblinear").fit(matrix, y)
+    present = np.isin(np.arange(vocab), clf.vocab_.astype(int))
+    assert np.allclose(ref.coef_.ravel()[present], clf.weights_, atol=1e-3)
+    assert ref.intercept_[0] == pytest.approx(clf.intercept_, abs=1e-3)
 
 
 def test_deltas_move_the_score():
     docs, y, _ = random_docs(seed=4)
-    clf = BayesClassifier().fit(docs, y)
+    clf = BayesClassifier(lr_C=0, fisher_weight=1.0).fit(docs, y)
     unseen = np.array([10_000, 10_001, 10_002], dtype=np.uint64)
     delta = {int(i): (20.0, 0.0) for i in unseen}
     assert clf.score_one(unseen, delta, (20.0, 0.0)) > clf.score_one(unseen) == 0.0

@@ -32,7 +32,7 @@ class Booby:
 def tiny_bundle() -> ModelBundle:
     X = [np.array(ids, dtype=np.uint64) for ids in ([1, 2, 3], [2, 3, 4], [10, 11, 12], [11, 12, 13], [3, 12])]
     y = [1, 1, 0, 0, 1]
-    bayes = BayesClassifier(rule="logodds", min_dev=0.05).fit(X, y)
+    bayes = BayesClassifier(min_dev=0.05).fit(X, y)
     combiner = Combiner(C=2.0, group_caps={"rules": 3.0}).fit(
         [{"BAYES": 3.0, "R": 1.0}, {"BAYES": 2.0}, {"BAYES": -3.0}, {"BAYES": -1.0, "H": 1.0}], [1, 1, 0, 0]
     )

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from mailguard.cli import main
+from mailguard.policy import LEVELS
 
 from ..conftest import SAMPLES, synthetic_corpus
 
@@ -108,9 +109,9 @@ def test_user_thresholds(tiny_model, tmp_path, capsys):
     assert main(["user", "set", "Bob@Example.net", "--level", "high", "--reject", "20"]) == 0
     assert main(["user", "show", "bob@example.net"]) == 0
     out = capsys.readouterr().out.splitlines()[-1]
-    assert "reject=20.0" in out and "junk=3.0" in out
+    assert "reject=20.0" in out and f"junk={LEVELS['high'].junk}" in out
     main(["scan", "--json", "--model", str(model), "--user", "bob@example.net", str(SAMPLES / "ham-agenda.eml")])
-    assert json.loads(capsys.readouterr().out)["required"] == 3.0
+    assert json.loads(capsys.readouterr().out)["required"] == LEVELS["high"].required
 
 
 def test_module_entry_point_runs_on_the_samples():

@@ -130,6 +130,8 @@ class MessageContext:
         self.limits = limits or Limits()
         self.user = user
         self.problems: list[str] = []
+        # Headers scorers ask to add (Authentication-Results, X-Virus-Status...); per message, not per user.
+        self.added_headers: list[tuple[str, str]] = []
         self._shared: dict[str, Any] = {}
 
     @classmethod
@@ -140,7 +142,7 @@ class MessageContext:
         """A view of the same message for one recipient, sharing every parsed view."""
         other = object.__new__(MessageContext)
         other.__dict__.update(
-            {k: v for k, v in self.__dict__.items() if k in ("raw", "envelope", "limits", "problems", "_shared")}
+            {k: v for k, v in self.__dict__.items() if k in ("raw", "envelope", "limits", "problems", "added_headers", "_shared")}
         )
         other.user = user
         return other
@@ -364,6 +366,12 @@ class MessageContext:
     def digest(self) -> str:
         """sha256 of the raw bytes: the identity used to deduplicate learning."""
         return self._view("digest", lambda: hashlib.sha256(self.raw).hexdigest())
+
+    def add_header(self, name: str, value: str) -> None:
+        """Ask for a header on the delivered message (a scorer's own result, e.g. Authentication-Results)."""
+        value = " ".join(str(value).split())  # no CR/LF from content may reach the MTA
+        if (name, value) not in self.added_headers:
+            self.added_headers.append((name, value))
 
     def cached(self, name: str, build: Any) -> Any:
         """A scorer-defined view, computed once per message (e.g. its token list)."""

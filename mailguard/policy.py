@@ -137,6 +137,7 @@ class Policy:
         contributions: Sequence[Contribution],
         failures: Sequence[ScorerFailure],
         subject: str,
+        extra_headers: Sequence[tuple[str, str]] = (),
     ) -> Verdict:
         """The action for this score and these failures, with headers and SMTP reply."""
         action = thresholds.action_for(score)
@@ -155,6 +156,7 @@ class Policy:
             ("X-Spam-Score", f"{score:.2f}"),
             ("X-Spam-Status", f"{'Yes' if is_spam else 'No'}, score={score:.2f} required={thresholds.required:.2f} tests={tests or 'none'}"),
             ("X-Mailguard-Report", f"action={action} p={probability:.4f}; {report or 'no evidence'}"),
+            *extra_headers,
         )
         # reasons can quote message content: never let a line break start a new header
         headers = tuple((name, _NEWLINES.sub(" ", value)) for name, value in headers)

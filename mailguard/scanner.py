@@ -98,6 +98,7 @@ class Scanner:
             contributions=contributions,
             failures=failures,
             subject=ctx.subject,
+            extra_headers=ctx.added_headers,
         )
         learned = await self._learn_phase(ctx, scorer_hits, failures) if learn else None
         return ScanResult(

@@ -195,3 +195,19 @@ def test_async_api(tiny_model, ham_message, spam_message):
 
     ham, spam = asyncio.run(main())
     assert ham.score < spam.score
+
+
+class HeaderScorer(FixedScorer):
+    async def score(self, ctx):
+        ctx.add_header("Authentication-Results", "mx.example.net;\r\n spf=pass smtp.mailfrom=example.org")
+        return []
+
+
+def test_scorer_headers_reach_every_recipients_verdict(tiny_model, ham_message):
+    with scanner_with(tiny_model, HeaderScorer("auth", [])) as scanner:
+        ctx = scanner.context(ham_message)
+        first = scanner.scan_sync(ctx, user="a@example.net")
+        second = scanner.scan_sync(ctx, user="b@example.net")
+    for result in (first, second):
+        headers = [h for h in result.verdict.headers if h[0] == "Authentication-Results"]
+        assert headers == [("Authentication-Results", "mx.example.net; spf=pass smtp.mailfrom=example.org")]

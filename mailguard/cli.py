@@ -1,4 +1,4 @@
-"""Command line: ``mailguard scan|train|eval|user``.
+"""Command line: ``mailguard scan|train|eval|user|doctor``.
 
 Errors about one input (an unreadable file, a bad CSV row) print one line on stderr and
 the rest is still processed; the exit status is then 1. Usage and start-up errors
@@ -201,6 +201,17 @@ def cmd_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    scanner = Scanner(_load_config(args))
+    try:
+        report = scanner.health_sync()
+    finally:
+        scanner.close()
+    for name, (ok, detail) in report.items():
+        print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+    return 0 if all(ok for ok, _ in report.values()) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailguard", description="Spam and virus filtering for mail servers.")
     parser.add_argument("--version", action="version", version=f"mailguard {__version__}")
@@ -235,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--threshold", type=float, help="score threshold (default: the policy's required score)")
             p.add_argument("--json", action="store_true")
             p.add_argument("--scores", help="write path,label,score of every message to this CSV")
+
+    doctor = sub.add_parser("doctor", help="check the store, the model and every enabled scorer's service")
+    doctor.add_argument("--store", help="SQLite store file")
+    doctor.set_defaults(func=cmd_doctor)
 
     user = sub.add_parser("user", help="show or set a user's spam thresholds")
     user.add_argument("action", choices=("show", "set"))

@@ -91,8 +91,11 @@ class PolicyConfig:
     # Explicit numbers override the level: {"tag": 2.0, "junk": 5.0, ...}; None disables an action.
     thresholds: Mapping[str, float | None] = dataclasses.field(default_factory=dict)
     subject_tag: str = ""  # e.g. "[SPAM] " prepended to the subject of tagged mail; empty: untouched
-    # What a scorer's failure forces: {"virus": "tempfail"}; scorers not named fail open.
-    on_failure: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # What a scorer's failure forces; scorers not named fail open. A virus scanner that
+    # cannot answer tempfails by default: the MTA retries, nothing is lost or let through.
+    on_failure: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({"virus": "tempfail"}))
+    # Symbols that force an action whatever the score: an infected message is rejected.
+    forced: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({"VIRUS_FOUND": "reject"}))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -20,6 +20,7 @@ from .stores.base import KeyValueStore
 __all__ = ["LEVELS", "Policy", "Thresholds", "canonical_user", "validate_policy_config"]
 
 _ACTIONS_BY_SCORE = ("tag", "junk", "quarantine", "reject")  # mildest first
+_SEVERITY = (Action.ACCEPT, Action.TAG, Action.JUNK, Action.QUARANTINE, Action.TEMPFAIL, Action.REJECT)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -75,6 +76,9 @@ def validate_policy_config(config: PolicyConfig) -> None:
     for scorer, action in config.on_failure.items():
         if action not in (Action.TEMPFAIL, Action.ACCEPT):
             raise ConfigError(f"[policy] on_failure.{scorer} must be 'tempfail' or 'accept'")
+    for symbol, action in config.forced.items():
+        if action not in set(Action) - {Action.TEMPFAIL}:
+            raise ConfigError(f"[policy] forced.{symbol} must be one of accept, tag, junk, quarantine, reject")
 
 
 def canonical_user(address: str) -> str:
@@ -142,10 +146,15 @@ class Policy:
         """The action for this score and these failures, with headers and SMTP reply."""
         action = thresholds.action_for(score)
         reason = f"score {score:.2f} vs thresholds {_describe(thresholds)}"
-        forced = [f for f in failures if self.config.on_failure.get(f.scorer) == Action.TEMPFAIL]
-        if forced:
+        forcing = [c for c in contributions if c.symbol in self.config.forced]
+        failed = [f for f in failures if self.config.on_failure.get(f.scorer) == Action.TEMPFAIL]
+        if forcing:  # known bad (e.g. infected) outranks a failure elsewhere
+            decisive = max(forcing, key=lambda c: _SEVERITY.index(Action(self.config.forced[c.symbol])))
+            action = Action(self.config.forced[decisive.symbol])
+            reason = f"{decisive.symbol} ({decisive.reason}) forces {action}"
+        elif failed:
             action = Action.TEMPFAIL
-            reason = "scorer failed and policy says tempfail: " + ", ".join(f"{f.scorer} ({f.kind})" for f in forced)
+            reason = "scorer failed and policy says tempfail: " + ", ".join(f"{f.scorer} ({f.kind})" for f in failed)
         is_spam = score >= thresholds.required
         tests = ",".join(f"{c.symbol}={c.points:+.2f}" for c in contributions if abs(c.points) >= 0.005)
         report = "; ".join(f"{c.scorer}:{c.symbol} {c.points:+.2f}" + (f" ({c.reason})" if c.reason else "") for c in contributions[:8])
@@ -165,7 +174,9 @@ class Policy:
             if not subject.startswith(self.config.subject_tag.strip()):
                 new_subject = _NEWLINES.sub(" ", self.config.subject_tag + subject)
         smtp_reply = None
-        if action is Action.REJECT:
+        if action is Action.REJECT and forcing:
+            smtp_reply = ("550", "5.7.1", _NEWLINES.sub(" ", f"Message rejected: {reason}"))
+        elif action is Action.REJECT:
             smtp_reply = ("550", "5.7.1", f"Message rejected as spam (score {score:.1f})")
         elif action is Action.TEMPFAIL:
             smtp_reply = ("451", "4.7.1", "Message could not be scanned, try again later")

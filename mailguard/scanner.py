@@ -175,6 +175,33 @@ class Scanner:
             return False
         return True
 
+    # -- health ---------------------------------------------------------------------------
+
+    async def health(self) -> dict[str, tuple[bool, str]]:
+        """Cheap checks of every dependency: the store (write and read back), the model,
+        and each scorer that has ``async health() -> str`` (clamd's PING/VERSION, DNS...)."""
+        report: dict[str, tuple[bool, str]] = {}
+        try:
+            await self.store.set("health:probe", b"ok", ttl=60)
+            ok = await self.store.get("health:probe") == b"ok"
+            report["store"] = (ok, type(self.store).__name__ + ("" if ok else ": wrote a value and read back another"))
+        except MailguardError as exc:
+            report["store"] = (False, str(exc))
+        report["model"] = (self.model is not None, f"version {self.model.version}" if self.model else "no model loaded")
+        for scorer in self.scorers:
+            check = getattr(scorer, "health", None)
+            if check is None:
+                report[f"scorer {scorer.name}"] = (True, "loaded (no health check)")
+                continue
+            try:
+                report[f"scorer {scorer.name}"] = (True, str(await asyncio.wait_for(check(), timeout=scorer.info.timeout)))
+            except Exception as exc:  # a health check reports, it never raises
+                report[f"scorer {scorer.name}"] = (False, f"{type(exc).__name__}: {exc}")
+        return report
+
+    def health_sync(self) -> dict[str, tuple[bool, str]]:
+        return self._run(self.health())
+
     # -- sync facade ----------------------------------------------------------------------
 
     def _run(self, coro: Any) -> Any:

@@ -13,29 +13,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
+from common import corpus_bytes, percentiles_ms, pin_one_core, timed_scans
 
 from mailguard.config import Config, ScannerConfig, StoreConfig
-from mailguard.datasets import load_labels
 from mailguard.scanner import Scanner
 from mailguard.testing import ClamdServer
-
-
-def timed_scans(scanner: Scanner, raws: list[bytes]) -> np.ndarray:
-    async def run() -> list[float]:
-        for raw in raws[:30]:  # warm-up
-            await scanner.scan(raw)
-        out = []
-        for raw in raws:
-            started = time.perf_counter()
-            await scanner.scan(raw)
-            out.append(time.perf_counter() - started)
-        return out
-
-    return np.array(scanner._run(run()))
 
 
 def main() -> int:
@@ -43,10 +27,8 @@ def main() -> int:
     parser.add_argument("--corpora", default=os.environ.get("MAILGUARD_CORPORA", "../shared/corpora"))
     parser.add_argument("--limit", type=int, default=0)
     args = parser.parse_args()
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    samples, _ = load_labels(Path(args.corpora) / "spamassassin" / "folds.csv")
-    raws = [s.path.read_bytes() for s in (samples[: args.limit] if args.limit else samples)]
+    pin_one_core()
+    raws = corpus_bytes(args.corpora, args.limit)
     with ClamdServer() as clamd:
         base = Config(store=StoreConfig(backend="memory"), scanner=ScannerConfig(scorers=("bayes",), network=False))
         with_virus = base.replace(scanner=ScannerConfig(scorers=("bayes", "virus"), network=False), scorers={"virus": {"socket": clamd.socket_path}})
@@ -54,11 +36,10 @@ def main() -> int:
             off = timed_scans(off_scanner, raws)
         with Scanner(with_virus) as on_scanner:
             on = timed_scans(on_scanner, raws)
-    overhead = on - off
     print(f"{len(raws)} messages (mean {np.mean([len(r) for r in raws]) / 1024:.1f} KiB), clamd {clamd.binary} with test signatures, unix socket")
-    print(f"  virus scorer off  {len(raws) / off.sum():6.0f} messages/s   p50 {np.percentile(off, 50) * 1e3:.2f} ms  p99 {np.percentile(off, 99) * 1e3:.2f} ms")
-    print(f"  virus scorer on   {len(raws) / on.sum():6.0f} messages/s   p50 {np.percentile(on, 50) * 1e3:.2f} ms  p99 {np.percentile(on, 99) * 1e3:.2f} ms")
-    print(f"  overhead per message: p50 {np.percentile(overhead, 50) * 1e3:.2f} ms, p99 {np.percentile(overhead, 99) * 1e3:.2f} ms")
+    print(f"  virus scorer off  {len(raws) / off.sum():6.0f} messages/s   {percentiles_ms(off)}")
+    print(f"  virus scorer on   {len(raws) / on.sum():6.0f} messages/s   {percentiles_ms(on)}")
+    print(f"  overhead per message: {percentiles_ms(on - off)}")
     return 0
 
 

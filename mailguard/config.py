@@ -19,6 +19,7 @@ from .errors import ConfigError
 
 __all__ = [
     "Config",
+    "DnsConfig",
     "Limits",
     "ModelConfig",
     "PolicyConfig",
@@ -99,12 +100,24 @@ class PolicyConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class DnsConfig:
+    """The one resolver every network scorer shares (see mailguard/dns.py)."""
+
+    nameservers: tuple[str, ...] = ()  # IP addresses; empty: the system's (/etc/resolv.conf)
+    port: int = 53
+    timeout: float = 2.0  # seconds for one try at one server
+    lifetime: float = 3.0  # seconds for a whole lookup, retries included
+    cache_size: int = 10000  # answers kept (LRU, each for its TTL); 0 turns the cache off
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Config:
     limits: Limits = dataclasses.field(default_factory=Limits)
     store: StoreConfig = dataclasses.field(default_factory=StoreConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     scanner: ScannerConfig = dataclasses.field(default_factory=ScannerConfig)
     policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
+    dns: DnsConfig = dataclasses.field(default_factory=DnsConfig)
     # Per-scorer sections, validated by each scorer's ``from_config`` at start-up.
     scorers: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
@@ -166,6 +179,7 @@ def config_from_mapping(data: Mapping[str, Any]) -> Config:
         "model": ModelConfig,
         "scanner": ScannerConfig,
         "policy": PolicyConfig,
+        "dns": DnsConfig,
     }
     unknown = sorted(set(data) - set(sections) - {"scorers"})
     if unknown:
@@ -181,6 +195,7 @@ def config_from_mapping(data: Mapping[str, Any]) -> Config:
     from .policy import validate_policy_config  # policy owns the meaning of its own fields
 
     validate_policy_config(config.policy)
+    _validate_dns(config.dns)
     return config
 
 
@@ -197,3 +212,19 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
     return config_from_mapping(data)
+
+
+def _validate_dns(dns: DnsConfig) -> None:
+    import ipaddress
+
+    for server in dns.nameservers:
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            raise ConfigError(f"dns.nameservers: {server!r} is not an IP address") from None
+    if not 0 < dns.port < 65536:
+        raise ConfigError("dns.port must be 1..65535")
+    if dns.timeout <= 0 or dns.lifetime <= 0:
+        raise ConfigError("dns.timeout and dns.lifetime must be positive")
+    if dns.lifetime < dns.timeout:
+        raise ConfigError("dns.lifetime (whole lookup) must not be shorter than dns.timeout (one try)")

@@ -15,6 +15,7 @@ from typing import Any
 
 from .combine import Combiner, ScorerHits, sigmoid
 from .config import Config, load_config
+from .dns import Resolver
 from .errors import MailguardError, ModelError
 from .message import Envelope, MessageContext
 from .model import ModelBundle, load_model
@@ -43,6 +44,7 @@ class Scanner:
         store: Store | None = None,
         model: ModelBundle | None = None,
         scorers: Sequence[Scorer] | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         self.config = config or load_config()
         self.store = store if store is not None else open_store(self.config.store)
@@ -55,7 +57,11 @@ class Scanner:
                     raise
         self.model = model
         self.combiner = model.combiner if model is not None else Combiner()
-        services = Services(self.config, self.store, model)
+        # One DNS client (cache, counters) shared by every network scorer; none without network.
+        if resolver is None and self.config.scanner.network:
+            resolver = Resolver.from_config(self.config.dns)
+        self.resolver = resolver
+        services = Services(self.config, self.store, model, resolver)
         if scorers is None:
             scorers = [
                 load_scorer(name, self.config.scorers.get(name, {}), services) for name in self.config.scanner.scorers
@@ -188,6 +194,11 @@ class Scanner:
         except MailguardError as exc:
             report["store"] = (False, str(exc))
         report["model"] = (self.model is not None, f"version {self.model.version}" if self.model else "no model loaded")
+        if self.resolver is not None and any(s.info.network for s in self.scorers):
+            # Any real answer (NXDOMAIN included) proves the resolver works; .invalid never exists.
+            answer = await self.resolver.lookup("mailguard-health-check.invalid", "A")
+            servers = ", ".join(self.resolver.nameservers or ("system resolver",))
+            report["dns"] = (not answer.failed, f"{answer.status} from {servers} ({answer.detail or 'answered'})")
         for scorer in self.scorers:
             check = getattr(scorer, "health", None)
             if check is None:

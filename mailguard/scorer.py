@@ -17,6 +17,7 @@ from .result import Hit
 
 if TYPE_CHECKING:
     from .config import Config
+    from .dns import Resolver
     from .message import MessageContext
     from .model import ModelBundle
     from .stores.base import Store
@@ -42,11 +43,12 @@ class ScorerInfo:
 
 @dataclasses.dataclass(frozen=True)
 class Services:
-    """Shared things handed to scorers at construction: configuration, store, model."""
+    """Shared things handed to scorers at construction: configuration, store, model, DNS resolver."""
 
     config: Config
     store: Store
     model: ModelBundle | None
+    resolver: Resolver | None = None  # the shared DNS client for network scorers (None: no DNS)
 
 
 @runtime_checkable

@@ -1,4 +1,4 @@
-"""Command line: ``mailguard scan|train|eval|user|doctor``.
+"""Command line: ``mailguard scan|train|eval|user|doctor|milter``.
 
 Errors about one input (an unreadable file, a bad CSV row) print one line on stderr and
 the rest is still processed; the exit status is then 1. Usage and start-up errors
@@ -212,6 +212,15 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if all(ok for ok, _ in report.values()) else 1
 
 
+def cmd_milter(args: argparse.Namespace) -> int:
+    try:
+        from .milter import run_milter
+    except ImportError as exc:  # pymilter is an optional extra (it needs libmilter to build)
+        _error(f"the milter needs pymilter and prometheus-client: pip install 'mailguard[milter]' ({exc})")
+        return 2
+    return run_milter(args.config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mailguard", description="Spam and virus filtering for mail servers.")
     parser.add_argument("--version", action="version", version=f"mailguard {__version__}")
@@ -259,6 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
         user.add_argument(f"--{name}", type=float, help=f"score for {name} (negative: turn it off)")
     user.add_argument("--store", help="SQLite store file")
     user.set_defaults(func=cmd_user)
+
+    milter = sub.add_parser("milter", help="run the Postfix milter daemon in the foreground ([milter] in the config)")
+    # also accepted after the subcommand; SUPPRESS keeps a global --config from being reset
+    milter.add_argument("--config", default=argparse.SUPPRESS, help="TOML configuration file")
+    milter.set_defaults(func=cmd_milter)
     return parser
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "Config",
     "DnsConfig",
     "Limits",
+    "MilterConfig",
     "ModelConfig",
     "PolicyConfig",
     "ScannerConfig",
@@ -111,6 +112,19 @@ class DnsConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class MilterConfig:
+    """The Postfix milter daemon (``mailguard milter``, see mailguard/milter.py)."""
+
+    socket: str = "inet:8895@127.0.0.1"  # libmilter form: inet:PORT@HOST or unix:/path
+    max_body_bytes: int = 8 * 1024 * 1024  # body kept for scanning; past it the rest is noted, not read
+    deadline: float = 20.0  # seconds from end of message to a reply; past it: on_error
+    on_error: str = "tempfail"  # tempfail | accept: the reply when a scan fails or misses the deadline
+    drain_timeout: float = 30.0  # SIGTERM waits this long for connections in flight
+    metrics_port: int = 0  # Prometheus exporter on 127.0.0.1:PORT; 0 turns it off
+    log_file: str = ""  # one JSON line per message; empty: stderr
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Config:
     limits: Limits = dataclasses.field(default_factory=Limits)
     store: StoreConfig = dataclasses.field(default_factory=StoreConfig)
@@ -118,6 +132,7 @@ class Config:
     scanner: ScannerConfig = dataclasses.field(default_factory=ScannerConfig)
     policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
     dns: DnsConfig = dataclasses.field(default_factory=DnsConfig)
+    milter: MilterConfig = dataclasses.field(default_factory=MilterConfig)
     # Per-scorer sections, validated by each scorer's ``from_config`` at start-up.
     scorers: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
@@ -180,6 +195,7 @@ def config_from_mapping(data: Mapping[str, Any]) -> Config:
         "scanner": ScannerConfig,
         "policy": PolicyConfig,
         "dns": DnsConfig,
+        "milter": MilterConfig,
     }
     unknown = sorted(set(data) - set(sections) - {"scorers"})
     if unknown:
@@ -196,6 +212,7 @@ def config_from_mapping(data: Mapping[str, Any]) -> Config:
 
     validate_policy_config(config.policy)
     _validate_dns(config.dns)
+    _validate_milter(config.milter)
     return config
 
 
@@ -228,3 +245,22 @@ def _validate_dns(dns: DnsConfig) -> None:
         raise ConfigError("dns.timeout and dns.lifetime must be positive")
     if dns.lifetime < dns.timeout:
         raise ConfigError("dns.lifetime (whole lookup) must not be shorter than dns.timeout (one try)")
+
+
+def _validate_milter(milter: MilterConfig) -> None:
+    kind, _, rest = milter.socket.partition(":")
+    if kind in ("unix", "local"):
+        if not rest.startswith("/"):
+            raise ConfigError("milter.socket: unix:/absolute/path expected")
+    elif kind in ("inet", "inet6"):
+        port, _, host = rest.partition("@")
+        if not port.isdigit() or not 0 < int(port) < 65536 or not host:
+            raise ConfigError("milter.socket: inet:PORT@HOST expected, e.g. inet:8895@127.0.0.1")
+    else:
+        raise ConfigError(f"milter.socket must start with unix:, local:, inet: or inet6:, not {milter.socket!r}")
+    if milter.on_error not in ("tempfail", "accept"):
+        raise ConfigError("milter.on_error must be 'tempfail' or 'accept'")
+    if milter.deadline <= 0 or milter.max_body_bytes <= 0:
+        raise ConfigError("milter.deadline and milter.max_body_bytes must be positive")
+    if not 0 <= milter.metrics_port < 65536:
+        raise ConfigError("milter.metrics_port must be 0 (off) or 1..65535")

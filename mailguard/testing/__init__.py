@@ -1,9 +1,10 @@
-"""Helpers for testing mailguard against real components on loopback (clamd, ...).
+"""Helpers for testing mailguard against real components on loopback (clamd, Postfix, ...).
 
 Public so that integrators can reuse them in their own tests, as aiosmtpd does with its
 ``testing`` package. Nothing here is imported by the filter itself.
 """
 
 from .clamd import EICAR, MARKER, ClamdServer, clamd_binary
+from .postfix import PostfixInstance, postfix_binary
 
-__all__ = ["EICAR", "MARKER", "ClamdServer", "clamd_binary"]
+__all__ = ["EICAR", "MARKER", "ClamdServer", "PostfixInstance", "clamd_binary", "postfix_binary"]

@@ -20,7 +20,6 @@ import csv
 import json
 import os
 import smtplib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,15 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
+from mailguard.testing.system import free_port
 from mailguard.testing import PostfixInstance
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def load_messages(corpora: Path, limit: int) -> list[bytes]:

@@ -14,6 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from .system import find_binary, free_port
+
 __all__ = ["EICAR", "MARKER", "ClamdServer", "clamd_binary"]
 
 EICAR = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
@@ -22,13 +24,7 @@ SIGNATURES = {"Eicar-Test-Signature": EICAR, "MailGuard.Test.Marker": MARKER}
 
 
 def clamd_binary() -> str | None:
-    return shutil.which("clamd") or next((p for p in ("/usr/sbin/clamd",) if Path(p).exists()), None)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return find_binary("clamd")
 
 
 class ClamdServer:

@@ -22,19 +22,15 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from .system import find_binary, free_port
+
 __all__ = ["PostfixInstance", "postfix_binary"]
 
 QUEUE_DIRS = ("maildrop", "incoming", "active", "deferred", "hold", "corrupt")
 
 
 def postfix_binary() -> str | None:
-    return shutil.which("postfix") or next((p for p in ("/usr/sbin/postfix",) if Path(p).exists()), None)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return find_binary("postfix")
 
 
 class PostfixInstance:
@@ -60,7 +56,7 @@ class PostfixInstance:
         self.spool = self.directory / "spool"
         self.maildir = self.directory / "mail" / "inbox"
         self.log_path = self.directory / "postfix.log"
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.milter = milter
         self.milter_default_action = milter_default_action
         self.settings = dict(settings or {})

@@ -24,6 +24,7 @@ import pytest
 from mailguard.config import PolicyConfig
 from mailguard.policy import Policy
 from mailguard.stores.sqlite import SqliteStore
+from mailguard.testing.system import free_port
 from mailguard.testing import EICAR, ClamdServer, PostfixInstance, clamd_binary, postfix_binary
 
 from ..conftest import SAMPLES
@@ -47,10 +48,6 @@ def _has_pymilter() -> bool:
     return True
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class MilterProcess:

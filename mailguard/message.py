@@ -368,8 +368,8 @@ class MessageContext:
         return self._view("digest", lambda: hashlib.sha256(self.raw).hexdigest())
 
     def add_header(self, name: str, value: str) -> None:
-        """Ask for a header on the delivered message (a scorer's own result, e.g. Authentication-Results)."""
-        value = " ".join(str(value).split())  # no CR/LF from content may reach the MTA
+        """Ask for a header on the delivered message (a scorer's own result, e.g. Authentication-Results).
+        Line breaks are removed where every header is finished, in `Policy.decide`."""
         if (name, value) not in self.added_headers:
             self.added_headers.append((name, value))
 

@@ -21,7 +21,7 @@ from .message import Envelope, MessageContext
 from .model import ModelBundle, load_model
 from .policy import Policy
 from .result import Hit, ScanResult, ScorerFailure
-from .scorer import Label, Scorer, Services, load_scorer
+from .scorer import Label, Scorer, Services, Source, load_scorer
 from .stores import Store, open_store
 
 __all__ = ["Scanner"]
@@ -162,11 +162,14 @@ class Scanner:
             label = "ham"
         else:
             return None
-        return label if await self.learn(ctx, label) else None
+        return label if await self.learn(ctx, label, source="autolearn") else None
 
-    async def learn(self, message: bytes | MessageContext, label: Label, *, user: str | None = None) -> bool:
-        """Teach every learning scorer that ``message`` is ``label`` (globally, or for ``user``).
-        Returns False when this message was already learned the same way."""
+    async def learn(
+        self, message: bytes | MessageContext, label: Label, *, user: str | None = None, source: Source = "report"
+    ) -> bool:
+        """Teach every learning scorer that ``message`` is ``label`` (globally, or for ``user``),
+        saying where the label comes from. Returns False when this message was already learned
+        the same way."""
         ctx = message if isinstance(message, MessageContext) else self.context(message)
         key = f"learned:{user or '*'}:{ctx.digest}"
         try:
@@ -174,7 +177,7 @@ class Scanner:
                 return False
             for scorer in self.scorers:
                 if scorer.info.learns and hasattr(scorer, "learn"):
-                    await scorer.learn(ctx, label, user)  # type: ignore[attr-defined]
+                    await scorer.learn(ctx, label, user, source=source)  # type: ignore[attr-defined]
             await self.store.set(key, label.encode(), ttl=_LEARNED_TTL)
         except MailguardError as exc:
             log.warning("learning %s as %s failed: %s", ctx.digest[:12], label, exc)

@@ -22,11 +22,14 @@ if TYPE_CHECKING:
     from .model import ModelBundle
     from .stores.base import Store
 
-__all__ = ["ENTRY_POINT_GROUP", "Scorer", "ScorerFactory", "ScorerInfo", "Services", "available_scorers", "load_scorer"]
+__all__ = ["ENTRY_POINT_GROUP", "Label", "LearningScorer", "Scorer", "ScorerFactory", "ScorerInfo", "Services", "Source", "available_scorers", "load_scorer"]
 
 ENTRY_POINT_GROUP = "mailguard.scorers"
 
 Label = Literal["spam", "ham"]
+# Where a label comes from: the labelled training corpus, the scanner's own confident
+# verdict (autolearn), or a person's report. Scorers may trust them differently.
+Source = Literal["train", "autolearn", "report"]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -62,7 +65,7 @@ class Scorer(Protocol):
 
 
 class LearningScorer(Scorer, Protocol):
-    async def learn(self, ctx: MessageContext, label: Label, user: str | None = None) -> None:
+    async def learn(self, ctx: MessageContext, label: Label, user: str | None = None, *, source: Source = "report") -> None:
         """Update what the scorer knows with ``ctx`` labelled ``label`` (for ``user`` only, if given)."""
         ...
 

@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..message import MessageContext
 from ..policy import canonical_user
 from ..result import Hit
-from ..scorer import Label, ScorerInfo, Services
+from ..scorer import Label, ScorerInfo, Services, Source
 from ..stores.base import Store
 from ..tokenize import hash_tokens, message_tokens
 
@@ -93,8 +93,9 @@ class BayesScorer:
         known = int(((spam + ham) > 0).sum())
         return [Hit("BAYES", value, f"{known} of {len(ids)} tokens known")]
 
-    async def learn(self, ctx: MessageContext, label: Label, user: str | None = None) -> None:
-        """Count the message's tokens as ``label``, globally (user None) or for ``user`` only."""
+    async def learn(self, ctx: MessageContext, label: Label, user: str | None = None, *, source: Source = "report") -> None:
+        """Count the message's tokens as ``label``, globally (user None) or for ``user`` only.
+        Every source counts once: the classifier's counts are message counts."""
         scope = self._scopes(user)[-1]
         k = "s" if label == "spam" else "h"
         amounts = {f"bayes:{scope}:t:{int(i):x}:{k}": 1.0 for i in message_ids(ctx)}

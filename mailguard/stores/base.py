@@ -1,15 +1,17 @@
-"""Store protocols: counters with TTL, and key-value. Kept small so Redis fits them later.
+"""Store protocols: counters with TTL, key-value, and sets. Small enough for SQLite and Redis.
 
 Keys are plain strings chosen by the caller (``bayes:tok:<user>:<hash>``). A TTL of None
-means no expiry; counters with a TTL get it renewed on every increment.
+means no expiry; a write with a TTL renews the expiry of every key it touches (for a set,
+the whole set). Every call takes or returns many keys at once, so that a backend across
+the network answers it in one round trip.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-__all__ = ["CounterStore", "KeyValueStore", "Store"]
+__all__ = ["CounterStore", "KeyValueStore", "SetStore", "Store"]
 
 
 @runtime_checkable
@@ -29,9 +31,30 @@ class KeyValueStore(Protocol):
 
     async def set(self, key: str, value: bytes, ttl: float | None = None) -> None: ...
 
-    async def delete(self, key: str) -> None: ...
+    async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        """Values of the live keys among ``keys``; absent or expired ones are left out."""
+        ...
+
+    async def set_many(self, values: Mapping[str, bytes], ttl: float | None = None) -> None: ...
+
+    async def delete(self, key: str) -> None:
+        """Remove ``key`` whatever it holds (value, counter or set)."""
+        ...
 
 
 @runtime_checkable
-class Store(CounterStore, KeyValueStore, Protocol):
+class SetStore(Protocol):
+    async def add_members(self, members: Mapping[str, Iterable[str]], ttl: float | None = None) -> None:
+        """Add members to each set (created empty); ``ttl`` renews each touched set's expiry."""
+        ...
+
+    async def get_members(self, keys: Sequence[str]) -> dict[str, set[str]]:
+        """Members of the live, non-empty sets among ``keys``."""
+        ...
+
+    async def remove_members(self, members: Mapping[str, Iterable[str]]) -> None: ...
+
+
+@runtime_checkable
+class Store(CounterStore, KeyValueStore, SetStore, Protocol):
     async def close(self) -> None: ...

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from ..errors import StoreError
@@ -19,8 +19,10 @@ __all__ = ["SqliteStore"]
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value REAL NOT NULL, expires REAL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires REAL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sets (key TEXT NOT NULL, member TEXT NOT NULL, expires REAL, PRIMARY KEY (key, member)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS counters_expires ON counters(expires) WHERE expires IS NOT NULL;
 CREATE INDEX IF NOT EXISTS kv_expires ON kv(expires) WHERE expires IS NOT NULL;
+CREATE INDEX IF NOT EXISTS sets_expires ON sets(expires) WHERE expires IS NOT NULL;
 """
 
 _UPSERT = """
@@ -52,16 +54,22 @@ class SqliteStore:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
 
     def _write(self, sql: str, rows: list[tuple[object, ...]]) -> None:
+        self._write_all([(sql, rows)])
+
+    def _write_all(self, statements: list[tuple[str, list[tuple[object, ...]]]]) -> None:
+        """Run every (sql, rows) pair in one transaction."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany(sql, rows)
-                self._writes += len(rows)
+                for sql, rows in statements:
+                    self._db.executemany(sql, rows)
+                    self._writes += len(rows)
                 if self._writes >= _PURGE_EVERY:
                     self._writes = 0
                     now = self._clock()
                     self._db.execute("DELETE FROM counters WHERE expires IS NOT NULL AND expires <= ?", (now,))
                     self._db.execute("DELETE FROM kv WHERE expires IS NOT NULL AND expires <= ?", (now,))
+                    self._db.execute("DELETE FROM sets WHERE expires IS NOT NULL AND expires <= ?", (now,))
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 try:  # (a closed connection cannot even say whether it is in a transaction)
@@ -85,34 +93,62 @@ class SqliteStore:
         expires = now + ttl if ttl is not None else None
         self._write(_UPSERT, [(key, float(v), expires, now) for key, v in amounts.items()])
 
-    async def get_counters(self, keys: Sequence[str]) -> dict[str, float]:
+    def _select(self, table: str, columns: str, keys: Sequence[str]) -> list[tuple[object, ...]]:
+        """Live rows of ``table`` whose key is in ``keys``, in chunks below SQLite's variable limit."""
         now = self._clock()
-        found: dict[str, float] = {}
+        rows: list[tuple[object, ...]] = []
         for start in range(0, len(keys), _BATCH):
             chunk = list(keys[start : start + _BATCH])
             marks = ",".join("?" * len(chunk))
-            rows = self._read(
-                f"SELECT key, value FROM counters WHERE key IN ({marks}) AND (expires IS NULL OR expires > ?)",
-                [*chunk, now],
+            rows += self._read(
+                f"SELECT {columns} FROM {table} WHERE key IN ({marks}) AND (expires IS NULL OR expires > ?)", [*chunk, now]
             )
-            found.update((str(k), float(v)) for k, v in rows)  # type: ignore[arg-type]
-        return found
+        return rows
+
+    async def get_counters(self, keys: Sequence[str]) -> dict[str, float]:
+        return {str(k): float(v) for k, v in self._select("counters", "key, value", keys)}  # type: ignore[arg-type]
 
     async def get(self, key: str) -> bytes | None:
-        rows = self._read("SELECT value FROM kv WHERE key = ? AND (expires IS NULL OR expires > ?)", [key, self._clock()])
-        return bytes(rows[0][0]) if rows else None  # type: ignore[arg-type]
+        return (await self.get_many([key])).get(key)
 
     async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
-        expires = self._clock() + ttl if ttl is not None else None
-        self._write("INSERT OR REPLACE INTO kv(key, value, expires) VALUES (?, ?, ?)", [(key, bytes(value), expires)])
+        await self.set_many({key: value}, ttl)
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        return {str(k): bytes(v) for k, v in self._select("kv", "key, value", keys)}  # type: ignore[arg-type]
+
+    async def set_many(self, values: Mapping[str, bytes], ttl: float | None = None) -> None:
+        if values:
+            expires = self._clock() + ttl if ttl is not None else None
+            rows = [(key, bytes(value), expires) for key, value in values.items()]
+            self._write("INSERT OR REPLACE INTO kv(key, value, expires) VALUES (?, ?, ?)", rows)
+
+    async def add_members(self, members: Mapping[str, Iterable[str]], ttl: float | None = None) -> None:
+        now = self._clock()
+        expires = now + ttl if ttl is not None else None
+        rows = [(key, str(m), expires) for key, new in members.items() for m in new]
+        if not rows:
+            return
+        keys = [(key, now) for key in members]
+        self._write_all([
+            ("DELETE FROM sets WHERE key = ? AND expires IS NOT NULL AND expires <= ?", keys),  # an expired set restarts empty
+            ("INSERT OR REPLACE INTO sets(key, member, expires) VALUES (?, ?, ?)", rows),
+            ("UPDATE sets SET expires = ? WHERE key = ?", [(expires, key) for key in members]),
+        ])
+
+    async def get_members(self, keys: Sequence[str]) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for key, member in self._select("sets", "key, member", keys):
+            found.setdefault(str(key), set()).add(str(member))
+        return found
+
+    async def remove_members(self, members: Mapping[str, Iterable[str]]) -> None:
+        rows = [(key, str(m)) for key, gone in members.items() for m in gone]
+        if rows:
+            self._write("DELETE FROM sets WHERE key = ? AND member = ?", rows)
 
     async def delete(self, key: str) -> None:
-        with self._lock:
-            try:
-                self._db.execute("DELETE FROM kv WHERE key = ?", (key,))
-                self._db.execute("DELETE FROM counters WHERE key = ?", (key,))
-            except sqlite3.Error as exc:
-                raise StoreError(f"SQLite store delete failed: {exc}") from exc
+        self._write_all([(f"DELETE FROM {table} WHERE key = ?", [(key,)]) for table in ("kv", "counters", "sets")])
 
     async def close(self) -> None:
         with self._lock:

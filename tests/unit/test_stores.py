@@ -268,3 +268,48 @@ def test_open_store_by_config(tmp_path):
         run(sql.close())
     with pytest.raises(ConfigError, match="backend"):
         open_store(StoreConfig(backend="redis-typo"))
+
+
+# -- batch key-value and sets -------------------------------------------------------------
+
+
+def test_get_many_and_set_many(store, clock):
+    run(store.set_many({"k1": b"one", "k2": b"two"}, ttl=10))
+    run(store.set("k3", b"three"))
+    assert run(store.get_many(["k1", "k2", "k3", "nope"])) == {"k1": b"one", "k2": b"two", "k3": b"three"}
+    clock.advance(11)
+    assert run(store.get_many(["k1", "k2", "k3"])) == {"k3": b"three"}
+
+
+def test_sets_add_read_remove(store):
+    run(store.add_members({"s1": ["a", "b"], "s2": ["x"]}))
+    run(store.add_members({"s1": ["b", "c"]}))
+    assert run(store.get_members(["s1", "s2", "s3"])) == {"s1": {"a", "b", "c"}, "s2": {"x"}}
+    run(store.remove_members({"s1": ["a", "zzz"], "s2": ["x"]}))
+    assert run(store.get_members(["s1", "s2"])) == {"s1": {"b", "c"}}
+
+
+def test_set_ttl_renews_whole_set_and_expired_set_restarts_empty(store, clock):
+    run(store.add_members({"s": ["old"]}, ttl=10))
+    clock.advance(8)
+    run(store.add_members({"s": ["new"]}, ttl=10))  # renews "old" as well
+    clock.advance(8)
+    assert run(store.get_members(["s"])) == {"s": {"old", "new"}}
+    clock.advance(3)
+    assert run(store.get_members(["s"])) == {}
+    run(store.add_members({"s": ["fresh"]}, ttl=10))
+    assert run(store.get_members(["s"])) == {"s": {"fresh"}}
+
+
+def test_delete_removes_sets_too(store):
+    run(store.add_members({"s": ["a"]}))
+    run(store.delete("s"))
+    assert run(store.get_members(["s"])) == {}
+
+
+def test_many_keys_beyond_one_sqlite_batch(store):
+    keys = [f"key{i}" for i in range(1234)]
+    run(store.set_many({k: k.encode() for k in keys}))
+    run(store.add_members({k: [k] for k in keys}))
+    assert len(run(store.get_many(keys))) == 1234
+    assert len(run(store.get_members(keys))) == 1234

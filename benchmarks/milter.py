@@ -140,7 +140,7 @@ def main() -> int:
     parser.add_argument("--corpora", default=os.environ.get("MAILGUARD_CORPORA", "../shared/corpora"))
     parser.add_argument("--limit", type=int, default=0, help="messages to send (default: the whole corpus)")
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--socket", choices=("unix", "inet"), default="inet", help="milter socket kind (unix: untested, the socket needs to be writable by user postfix)")
+    parser.add_argument("--socket", choices=("unix", "inet"), default="inet", help="milter socket kind (unix: given to group postfix, mode 0660)")
     parser.add_argument("--baseline", type=int, default=1000, help="messages for the no-milter baseline (0: skip)")
     args = parser.parse_args()
     messages = load_messages(Path(args.corpora), args.limit)
@@ -154,7 +154,7 @@ def main() -> int:
     config.write_text(
         f'[store]\npath = "{work}/store.sqlite3"\n[scanner]\nnetwork = false\n'
         f"[policy]\nthresholds = {{ reject = 8.0 }}\n"
-        f'[milter]\nsocket = "{listen}"\nlog_file = "{log_path}"\n'
+        f'[milter]\nsocket = "{listen}"\nsocket_group = "postfix"\nlog_file = "{log_path}"\n'
     )
     stderr = open(work / "milter.stderr", "wb")
     milter = subprocess.Popen([sys.executable, "-m", "mailguard", "milter", "--config", str(config)], stderr=stderr, cwd=REPO)

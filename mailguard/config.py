@@ -116,6 +116,8 @@ class MilterConfig:
     """The Postfix milter daemon (``mailguard milter``, see mailguard/milter.py)."""
 
     socket: str = "inet:8895@127.0.0.1"  # libmilter form: inet:PORT@HOST or unix:/path
+    socket_mode: str = "0660"  # unix socket permissions (octal): the MTA must be able to write to it
+    socket_group: str = ""  # unix socket group, e.g. "postfix"; empty: the daemon's own group
     max_body_bytes: int = 8 * 1024 * 1024  # body kept for scanning; past it the rest is noted, not read
     deadline: float = 20.0  # seconds from end of message to a reply; past it: on_error
     on_error: str = "tempfail"  # tempfail | accept: the reply when a scan fails or misses the deadline
@@ -260,6 +262,12 @@ def _validate_milter(milter: MilterConfig) -> None:
         raise ConfigError(f"milter.socket must start with unix:, local:, inet: or inet6:, not {milter.socket!r}")
     if milter.on_error not in ("tempfail", "accept"):
         raise ConfigError("milter.on_error must be 'tempfail' or 'accept'")
+    try:
+        mode = int(milter.socket_mode, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise ConfigError(f"milter.socket_mode must be octal permissions like '0660', not {milter.socket_mode!r}")
     if milter.deadline <= 0 or milter.max_body_bytes <= 0:
         raise ConfigError("milter.deadline and milter.max_body_bytes must be positive")
     if not 0 <= milter.metrics_port < 65536:

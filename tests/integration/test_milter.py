@@ -53,8 +53,8 @@ def _has_pymilter() -> bool:
 class MilterProcess:
     """``mailguard milter`` as a subprocess; stderr (status and JSON lines) goes to a file."""
 
-    def __init__(self, config: Path, port: int, workdir: Path) -> None:
-        self.config, self.port, self.workdir = config, port, workdir
+    def __init__(self, config: Path, port: int, workdir: Path, unix_path: Path | None = None) -> None:
+        self.config, self.port, self.workdir, self.unix_path = config, port, workdir, unix_path
         self.proc: subprocess.Popen[bytes] | None = None
         self.stderr_path = workdir / "milter.stderr"
 
@@ -70,7 +70,11 @@ class MilterProcess:
                 raise RuntimeError(f"milter exited with {self.proc.returncode}: {self.output()[-2000:]}")
             if "listening on" in self.output():
                 try:
-                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                    if self.unix_path is not None:
+                        with socket.socket(socket.AF_UNIX) as probe:
+                            probe.connect(str(self.unix_path))
+                    else:
+                        socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                     return
                 except OSError:
                     pass
@@ -96,7 +100,9 @@ class MilterProcess:
             self.proc.wait()
 
 
-def write_config(path: Path, *, store: Path, port: int, clamd: ClamdServer | None, extra: str = "") -> None:
+def write_config(
+    path: Path, *, store: Path, port: int, clamd: ClamdServer | None, extra: str = "", socket: str = "", metrics_port: int = 0
+) -> None:
     scorers = '["bayes", "virus"]' if clamd else '["bayes"]'
     virus = f'[scorers.virus]\nsocket = "{clamd.socket_path}"\n' if clamd else ""
     path.write_text(
@@ -110,7 +116,9 @@ network = false
 thresholds = {{ reject = 8.0 }}
 {extra}
 [milter]
-socket = "inet:{port}@127.0.0.1"
+socket = "{socket or f"inet:{port}@127.0.0.1"}"
+socket_group = "postfix"
+metrics_port = {metrics_port}
 deadline = 10.0
 max_body_bytes = 65536
 drain_timeout = 10.0
@@ -128,13 +136,14 @@ def env(tmp_path_factory):
     port = free_port()
     config = work / "mailguard.toml"
     store = work / "store.sqlite3"
-    write_config(config, store=store, port=port, clamd=clamd)
+    metrics_port = free_port()
+    write_config(config, store=store, port=port, clamd=clamd, metrics_port=metrics_port)
     milter = MilterProcess(config, port, work)
     milter.start()
     pf = PostfixInstance(milter=f"inet:127.0.0.1:{port}", settings={"milter_connect_timeout": "2s"})
     try:
         pf.start()
-        yield {"pf": pf, "milter": milter, "config": config, "store": store, "port": port, "clamd": clamd}
+        yield {"pf": pf, "milter": milter, "config": config, "store": store, "port": port, "clamd": clamd, "metrics_port": metrics_port}
     finally:
         milter.stop()
         pf.close()
@@ -253,7 +262,7 @@ def test_body_past_the_bound_is_scanned_in_part_and_delivered(env, pf):
 def test_sighup_reloads_config_without_a_restart(env, pf):
     milter = env["milter"]
     pid = milter.proc.pid
-    write_config(env["config"], store=env["store"], port=env["port"], clamd=env["clamd"], extra='subject_tag = "[SPAM] "')
+    write_config(env["config"], store=env["store"], port=env["port"], clamd=env["clamd"], metrics_port=env["metrics_port"], extra='subject_tag = "[SPAM] "')
     try:
         milter.signal(signal.SIGHUP)
         deadline = time.monotonic() + 20
@@ -266,7 +275,7 @@ def test_sighup_reloads_config_without_a_restart(env, pf):
         assert h["Subject"].startswith("[SPAM] ") and h["X-Mailguard-Action"] == "junk"
         assert milter.proc.poll() is None and milter.proc.pid == pid
     finally:
-        write_config(env["config"], store=env["store"], port=env["port"], clamd=env["clamd"])
+        write_config(env["config"], store=env["store"], port=env["port"], clamd=env["clamd"], metrics_port=env["metrics_port"])
         milter.signal(signal.SIGHUP)
 
 
@@ -313,3 +322,59 @@ def test_sigterm_drains_then_milter_down_tempfails_then_recovers(env, pf):
     milter.start()
     send(pf, raw, [f"bob@{DOMAIN}"])
     assert len(pf.wait_for(1)) == 1
+
+
+def metric_samples(port: int) -> dict[str, float]:
+    """The exporter's text format read into {"name{labels}": value}."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def test_prometheus_metrics_count_messages_by_reply_and_time_scans(env, pf):
+    before = metric_samples(env["metrics_port"])
+    send(pf, (SAMPLES / "ham-agenda.eml").read_bytes(), [f"bob@{DOMAIN}"])
+    with pytest.raises(smtplib.SMTPDataError):
+        send(pf, (SAMPLES / "spam-pharmacy-html.eml").read_bytes(), [f"bob@{DOMAIN}"])
+    after = metric_samples(env["metrics_port"])
+
+    def grew(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    assert grew('mailguard_milter_messages_total{action="accept"}') == 1
+    assert grew('mailguard_milter_messages_total{action="reject"}') == 1
+    assert grew("mailguard_milter_scan_seconds_count") == 2
+    assert grew("mailguard_milter_scan_seconds_sum") > 0
+
+
+def test_unix_socket_is_reachable_by_postfix(tmp_path_factory):
+    """The socket libmilter creates gets mode 0660 and group postfix, so Postfix (user postfix) can connect."""
+    require("postfix", postfix_binary() is not None, "scripts/system-deps installs it")
+    require("pymilter", _has_pymilter(), "pip install 'mailguard[milter]' (needs libmilter-dev)")
+    require("root", os.geteuid() == 0, "a private Postfix instance needs root")
+    work = tmp_path_factory.mktemp("milter-unix", numbered=True)
+    work.chmod(0o755)  # user postfix must reach the socket inside
+    sock = Path("/tmp") / f"mg-{os.getpid()}-{work.name}.sock"  # unix socket paths must stay short
+    config = work / "mailguard.toml"
+    write_config(config, store=work / "store.sqlite3", port=0, clamd=None, socket=f"unix:{sock}")
+    milter = MilterProcess(config, 0, work, unix_path=sock)
+    milter.start()
+    pf = PostfixInstance(milter=f"unix:{sock}")
+    try:
+        assert oct(sock.stat().st_mode & 0o777) == "0o660"
+        pf.start()
+        queue_id = send(pf, (SAMPLES / "ham-agenda.eml").read_bytes(), [f"bob@{DOMAIN}"])
+        copies = pf.wait_for(1)
+        assert len(copies) == 1 and headers_of(copies[0])["X-Mailguard-Action"] == "accept"
+        assert milter.line_for(queue_id)["action"] == "accept"
+    finally:
+        milter.stop()
+        pf.close()
+        sock.unlink(missing_ok=True)

@@ -147,3 +147,9 @@ def test_config_error_is_raised_for_mapping_too():
     assert config_from_mapping({"policy": {"level": "low"}}).policy == PolicyConfig(level="low")
     with pytest.raises(ConfigError, match="policy"):
         config_from_mapping({"policy": "low"})
+
+
+@pytest.mark.parametrize("mode", ["rw", "0999", "1777"])
+def test_milter_socket_mode_must_be_octal_permissions(mode):
+    with pytest.raises(ConfigError, match="socket_mode"):
+        config_from_mapping({"milter": {"socket_mode": mode}})

@@ -68,8 +68,11 @@ class Limits:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class StoreConfig:
-    backend: str = "sqlite"  # sqlite | memory
-    path: Path = dataclasses.field(default_factory=default_store_path)
+    backend: str = "sqlite"  # sqlite | redis | memory
+    path: Path = dataclasses.field(default_factory=default_store_path)  # sqlite: the database file
+    url: str = ""  # redis (required): redis://127.0.0.1:6379/0, rediss://..., unix:///run/redis.sock
+    prefix: str = "mg:"  # redis: prepended to every key, so several products can share one Redis
+    timeout: float = 1.0  # redis: connect and socket timeout in seconds
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -149,6 +149,16 @@ def test_config_error_is_raised_for_mapping_too():
         config_from_mapping({"policy": "low"})
 
 
+def test_redis_store_section(tmp_path):
+    path = write(tmp_path, '[store]\nbackend = "redis"\nurl = "redis://10.0.0.5:6379/2"\nprefix = "mail:"\ntimeout = 2\n')
+    store = load_config(path).store
+    assert (store.backend, store.url, store.prefix, store.timeout) == ("redis", "redis://10.0.0.5:6379/2", "mail:", 2.0)
+    assert isinstance(store.timeout, float)
+    for toml, name in [("url = 6379\n", "store.url"), ("timeout = '1s'\n", "store.timeout"), ("timeout = -1\n", "store.timeout")]:
+        with pytest.raises(ConfigError, match=name):
+            load_config(write(tmp_path, "[store]\n" + toml))
+
+
 @pytest.mark.parametrize("mode", ["rw", "0999", "1777"])
 def test_milter_socket_mode_must_be_octal_permissions(mode):
     with pytest.raises(ConfigError, match="socket_mode"):

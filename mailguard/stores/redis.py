@@ -1,0 +1,251 @@
+"""The shared store (``mailguard[redis]``): one Redis that every filter node reads and writes.
+
+Why coalescing: the scanner runs its scorers concurrently and each asks the store for
+something. Every call made in the same event-loop iteration is queued, and one callback
+scheduled with ``loop.call_soon`` sends the whole queue as ONE pipeline (transaction=False),
+so a scan costs a few round trips however many scorers ask. ``round_trips`` counts the
+pipelines sent, for tests and benchmarks.
+
+Key layout (``prefix`` defaults to ``mg:`` so several products can share one Redis)::
+
+    counters    <prefix>c:<key>   string   INCRBYFLOAT, GET
+    key-value   <prefix>v:<key>   string   SET [PX], GET
+    sets        <prefix>s:<key>   set      SADD, SREM, SMEMBERS
+
+The kinds get separate sub-prefixes because the protocol keeps them apart (a counter and a
+value may share a name). A write with a TTL gives each key it touches a new expiry (SET PX,
+or PEXPIRE after INCRBYFLOAT and SADD); one without leaves the key with none (SET, PERSIST),
+as SqliteStore does. Redis deletes expired and emptied keys, so an expired counter or set
+restarts from empty.
+
+Redis Cluster: every command touches one key, and reads are one GET per key (not MGET), so
+no pipeline can fail with CROSSSLOT: a cluster pipeline sends each command to its key's slot.
+(This class connects to one server, ``redis://``, ``rediss://`` or ``unix://``; the layout
+is what lets a cluster client take its place.) Callers that want related keys on one slot
+put a hash tag in their names (``bayes:{alice}:tok``); the prefix may not hold braces, so
+the caller's first ``{...}`` is the one Redis hashes.
+
+A pool's sockets belong to the event loop that opened them, so a store serves one loop
+(the scanner's runner, the milter's loop); a call from another loop is a `StoreError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from ..errors import ConfigError, StoreError
+
+__all__ = ["RedisStore"]
+
+_MAX_PIPELINE = 10_000  # commands per pipeline: bounds the buffers of one huge call
+
+Command = tuple[Any, ...]
+
+
+class RedisStore:
+    """`Store` on a Redis server; see the module docstring for the layout and batching."""
+
+    def __init__(self, url: str, *, prefix: str = "mg:", timeout: float = 1.0) -> None:
+        self.where = _redact(url)
+        if not url:
+            raise ConfigError("the redis store needs a url, e.g. redis://127.0.0.1:6379/0")
+        if "{" in prefix or "}" in prefix:
+            raise ConfigError(f"store.prefix {prefix!r} must not hold braces: they would override callers' hash tags")
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ConfigError("store.timeout must be a positive number of seconds")
+        self.url, self.prefix, self.timeout = url, prefix, timeout
+        self.round_trips = 0
+        self._client = self._make_client()  # checks the URL now; connects on first use
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: list[tuple[list[Command], asyncio.Future[list[Any]]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def _make_client(self) -> aioredis.Redis:
+        # One immediate retry on a fresh connection covers a socket that went stale when
+        # Redis restarted; timeouts are not retried (the pipeline may have run, and the
+        # wait would double). A Redis that is down fails at once instead of backing off.
+        retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
+        try:
+            return aioredis.from_url(
+                self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout, retry=retry,
+                encoding_errors="surrogatepass",  # keys and members decoded with surrogateescape still round-trip
+            )
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"store.url {self.where!r} is not a Redis URL: {exc}") from exc
+
+    # -- batching -----------------------------------------------------------------------
+
+    async def _run(self, commands: list[Command]) -> list[Any]:
+        """Queue ``commands`` for the next pipeline and return their replies."""
+        if self._closed:
+            raise StoreError(f"Redis store {self.where} is closed")
+        if not commands:
+            return []
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:  # a pool's sockets belong to the loop that opened them
+            raise StoreError(
+                f"Redis store {self.where} is bound to the event loop it first ran in; make every call "
+                "from that one loop (as Scanner.scan_sync and the milter do), not one asyncio.run per call"
+            )
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        if not self._queue:
+            loop.call_soon(self._flush)
+        self._queue.append((commands, future))
+        return await future
+
+    def _flush(self) -> None:
+        batch, self._queue = self._queue, []
+        if batch and self._loop is not None:
+            task = self._loop.create_task(self._execute(batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _execute(self, batch: list[tuple[list[Command], asyncio.Future[list[Any]]]]) -> None:
+        commands = [command for call, _ in batch for command in call]
+        replies: list[Any] = []
+        try:
+            for start in range(0, len(commands), _MAX_PIPELINE):
+                pipe = self._client.pipeline(transaction=False)
+                for command in commands[start : start + _MAX_PIPELINE]:
+                    pipe.execute_command(*command)
+                self.round_trips += 1
+                replies += await pipe.execute(raise_on_error=False)
+        except Exception as exc:  # redis errors, and anything odd: every caller must get an answer
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(self._error(exc))
+            return
+        except BaseException:  # cancelled while talking to Redis (the loop is shutting down)
+            for _, future in batch:
+                future.cancel()
+            raise
+        start = 0
+        for call, future in batch:
+            mine, start = replies[start : start + len(call)], start + len(call)
+            failed = next((r for r in mine if isinstance(r, Exception)), None)
+            if future.done():  # its caller was cancelled (a scorer past its timeout)
+                continue
+            if failed is not None:  # e.g. WRONGTYPE: only this caller fails
+                future.set_exception(self._error(failed))
+            else:
+                future.set_result(mine)
+
+    def _error(self, exc: BaseException) -> StoreError:
+        error = StoreError(f"Redis store {self.where}: {type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+        return error
+
+    # -- the Store protocol -------------------------------------------------------------
+
+    def _key(self, kind: str, key: str) -> str:
+        return f"{self.prefix}{kind}:{key}"
+
+    async def incr_many(self, amounts: Mapping[str, float], ttl: float | None = None) -> None:
+        commands: list[Command] = []
+        for key, amount in amounts.items():
+            name = self._key("c", key)
+            commands += [("INCRBYFLOAT", name, float(amount)), _expiry(name, ttl)]
+        await self._run(commands)
+
+    async def get_counters(self, keys: Sequence[str]) -> dict[str, float]:
+        replies = await self._run([("GET", self._key("c", key)) for key in keys])
+        try:
+            return {key: float(value) for key, value in zip(keys, replies) if value is not None}
+        except ValueError as exc:
+            raise StoreError(f"Redis store {self.where}: a counter under {self.prefix}c: is not a number") from exc
+
+    async def get(self, key: str) -> bytes | None:
+        return (await self.get_many([key])).get(key)
+
+    async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        await self.set_many({key: value}, ttl)
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
+        replies = await self._run([("GET", self._key("v", key)) for key in keys])
+        return {key: bytes(value) for key, value in zip(keys, replies) if value is not None}
+
+    async def set_many(self, values: Mapping[str, bytes], ttl: float | None = None) -> None:
+        ms = None if ttl is None else _millis(ttl)
+        commands: list[Command] = []
+        for key, value in values.items():
+            name = self._key("v", key)
+            if ms is None:
+                commands.append(("SET", name, bytes(value)))
+            else:  # SET PX refuses 0: an already expired value is simply gone
+                commands.append(("SET", name, bytes(value), "PX", ms) if ms > 0 else ("DEL", name))
+        await self._run(commands)
+
+    async def add_members(self, members: Mapping[str, Iterable[str]], ttl: float | None = None) -> None:
+        commands: list[Command] = []
+        for key, new in members.items():
+            name, added = self._key("s", key), [str(m) for m in new]
+            if added:
+                commands += [("SADD", name, *added), _expiry(name, ttl)]
+        await self._run(commands)
+
+    async def get_members(self, keys: Sequence[str]) -> dict[str, set[str]]:
+        replies = await self._run([("SMEMBERS", self._key("s", key)) for key in keys])
+        return {
+            key: {m.decode("utf-8", "surrogatepass") for m in found} for key, found in zip(keys, replies) if found
+        }
+
+    async def remove_members(self, members: Mapping[str, Iterable[str]]) -> None:
+        commands: list[Command] = []
+        for key, gone in members.items():
+            removed = [str(m) for m in gone]
+            if removed:
+                commands.append(("SREM", self._key("s", key), *removed))
+        await self._run(commands)
+
+    async def delete(self, key: str) -> None:
+        await self._run([("DEL", self._key(kind, key)) for kind in "cvs"])
+
+    async def close(self) -> None:
+        """Let the batches in flight answer, then close the connection pool."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+            return  # its sockets and batches belong to the other loop, which alone can close them
+        self._flush()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        try:
+            await self._client.aclose()
+        except Exception:  # nothing is lost by a close that fails (Redis already gone)
+            pass
+
+
+def _millis(ttl: float) -> int:
+    """Redis expiries are whole milliseconds; round up so a short TTL never means 'now'."""
+    if not math.isfinite(ttl):
+        raise StoreError(f"TTL must be a finite number of seconds, not {ttl!r}")
+    return math.ceil(ttl * 1000)
+
+
+def _expiry(name: str, ttl: float | None) -> Command:
+    """A write with a TTL renews the key's expiry (PEXPIRE <= 0 deletes it); without one it never expires."""
+    return ("PERSIST", name) if ttl is None else ("PEXPIRE", name, _millis(ttl))
+
+
+def _redact(url: str) -> str:
+    """``url`` without password or query (which may carry one), for error messages."""
+    try:
+        parts = urlsplit(url)
+        host = parts.netloc.rpartition("@")[2]
+        netloc = f"{parts.username or ''}:***@{host}" if parts.password is not None else host
+        return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    except ValueError:
+        return "<unparsable url>"

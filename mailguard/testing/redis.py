@@ -1,0 +1,108 @@
+"""A private redis-server on a loopback port, with no persistence, for store tests.
+
+Recipe verified in ../shared/integration.md (section 4). ``stop()`` and ``start()`` again
+reuse the same port, so a test can take Redis away under a running store and bring it back.
+
+    with RedisServer() as server:
+        store = RedisStore(server.url)
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from .system import find_binary, free_port
+
+__all__ = ["RedisServer", "redis_server_binary"]
+
+
+def redis_server_binary() -> str | None:
+    return find_binary("redis-server")
+
+
+class RedisServer:
+    """``with RedisServer() as server`` gives a running redis-server at ``server.url``;
+    stopped and its directory removed afterwards."""
+
+    def __init__(self) -> None:
+        binary = redis_server_binary()
+        if binary is None:
+            raise FileNotFoundError("redis-server not found (Debian: apt-get install redis-server; see scripts/system-deps)")
+        self.binary = binary
+        self.directory = Path(tempfile.mkdtemp(prefix="mg-redis-"))
+        self.log_path = self.directory / "redis.log"
+        self.port: int | None = None  # chosen at the first start, kept for restarts
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("RedisServer has not been started")
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        """Start on a free port (a new one if it was taken meanwhile), or on the old port again."""
+        fixed = self.port is not None
+        for _ in range(20):
+            port = self.port if fixed else free_port()
+            assert port is not None
+            if self._launch(port, timeout):
+                self.port = port
+                return self
+            if fixed:  # the old port may still be held for a moment by the process we stopped
+                time.sleep(0.1)
+        raise RuntimeError(f"redis-server did not start: {self.log()[-2000:]}")
+
+    def _launch(self, port: int, timeout: float) -> bool:
+        """True once this process answers PING on ``port``; False if it exited (port taken)."""
+        args = [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--daemonize", "no", "--dir", str(self.directory), "--logfile", ""]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.process = None
+                return False
+            if _ping(port):
+                return True
+            time.sleep(0.01)
+        self.stop()
+        raise TimeoutError(f"redis-server did not answer PING within {timeout}s: {self.log()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False

@@ -14,8 +14,11 @@ import email.parser
 import email.policy
 import email.utils
 import hashlib
+import io
 import ipaddress
 import re
+import struct
+import zipfile
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -64,6 +67,9 @@ class Attachment:
     sniffed_type: str | None  # MIME type from magic bytes, None when unknown
     size: int
     sha256: str
+    # Member names of a zip archive, from its central directory only (nothing is extracted);
+    # at most ``Limits.max_attachments`` names, each cut at 255 characters.
+    members: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,16 +273,45 @@ class MessageContext:
                 self.problems.append(note)
             return 0
         kind = filetype.guess(data[:8192]) if data else None
+        sniffed = kind.mime if kind else None
+        members: tuple[str, ...] = ()
+        if sniffed == "application/zip" or ctype in _ZIP_TYPES or filename.lower().endswith(".zip"):
+            members = self._zip_members(data, parsed.part_count)
         parsed.attachments.append(
             Attachment(
                 filename=filename,
                 declared_type=ctype,
-                sniffed_type=kind.mime if kind else None,
+                sniffed_type=sniffed,
                 size=len(data),
                 sha256=hashlib.sha256(data).hexdigest(),
+                members=members,
             )
         )
         return 0
+
+    def _zip_members(self, data: bytes, part_no: int) -> tuple[str, ...]:
+        """Member names from the zip's central directory, never extracting anything.
+
+        zipfile reads the whole central directory, so its size is checked first from the
+        end-of-central-directory record: a zip declaring more than ``max_attachments``
+        members, or a bigger directory than that many would need, is noted and not listed.
+        """
+        bound = self.limits.max_attachments
+        eocd = data.rfind(b"PK\x05\x06", max(0, len(data) - _EOCD_SEARCH))
+        if eocd < 0 or len(data) - eocd < _EOCD.size:
+            self.problems.append(f"part {part_no}: corrupt zip archive (no end of central directory)")
+            return ()
+        entries, cd_size = _EOCD.unpack_from(data, eocd)[4:6]
+        if entries > bound or cd_size > bound * _MAX_CD_BYTES_PER_MEMBER:
+            self.problems.append(f"part {part_no}: zip archive with {entries} members; names not read (bound {bound})")
+            return ()
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                names = archive.namelist()
+        except Exception as exc:  # BadZipFile, but also ValueError/EOFError/... on crafted input
+            self.problems.append(f"part {part_no}: corrupt zip archive ({type(exc).__name__})")
+            return ()
+        return tuple(name[:255] for name in names[:bound])
 
     # -- views ----------------------------------------------------------------------------
 
@@ -378,6 +413,10 @@ class MessageContext:
         return self._view("x:" + name, build)
 
 
+_ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/x-zip")
+_EOCD = struct.Struct("<4s4H2LH")  # end of central directory record (APPNOTE 4.3.16), 22 bytes
+_EOCD_SEARCH = _EOCD.size + 65535  # the record ends the file, followed by a comment of at most 64 KiB
+_MAX_CD_BYTES_PER_MEMBER = 1024  # 46-byte header + name + extra field + comment, generously
 _BAD_QP = re.compile(r"=(?![0-9A-Fa-f]{2}|[ \t]*\r?$)", re.M)
 _RECEIVED_FROM = re.compile(r"^\s*from\s+(\S+)(?:\s+\(([^)]*)\))?", re.I)
 _RECEIVED_BY = re.compile(r"\sby\s+([\w.-]+)", re.I)

@@ -362,6 +362,79 @@ def test_nested_message_rfc822_text_seen():
     assert "forwarded inner words" in ctx.text and "outer words" in ctx.text
 
 
+# -- zip member names (central directory only) ----------------------------------------------
+
+
+def zip_of(names: list[str]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name in names:
+            zf.writestr(name, b"MZ" + name.encode())
+    return buf.getvalue()
+
+
+def with_attachment(
+    payload: bytes, filename: str, subtype: str = "octet-stream", *, limits: Limits | None = None
+) -> MessageContext:
+    msg = EmailMessage()
+    msg["From"] = "alice@example.org"
+    msg.set_content("see attached")
+    msg.add_attachment(payload, maintype="application", subtype=subtype, filename=filename)
+    return MessageContext(msg.as_bytes(), limits=limits)
+
+
+def test_zip_member_names_listed_in_order():
+    names = ["readme.txt", "docs/invoice.pdf.exe"]
+    ctx = with_attachment(zip_of(names), "files.dat")  # found by sniffing, not by the name
+    assert ctx.attachments[0].members == tuple(names)
+    assert not any("zip" in p for p in ctx.problems)
+
+
+def test_non_zip_attachment_has_no_members():
+    ctx = with_attachment(png_bytes(), "photo.png")
+    assert ctx.attachments[0].members == ()
+
+
+def test_corrupt_zip_noted_not_raised():
+    # declared and named zip, but only the local header magic and garbage
+    ctx = with_attachment(b"PK\x03\x04" + b"\x00garbage" * 50, "broken.zip", "zip")
+    assert ctx.attachments[0].members == ()
+    assert any("corrupt zip" in p for p in ctx.problems), ctx.problems
+
+
+def test_zip_with_bad_central_directory_noted():
+    data = bytearray(zip_of(["a.exe"]))
+    cd = data.find(b"PK\x01\x02")
+    data[cd : cd + 4] = b"XXXX"  # central directory entry signature broken
+    ctx = with_attachment(bytes(data), "a.zip", "zip")
+    assert ctx.attachments[0].members == ()
+    assert any("corrupt zip" in p for p in ctx.problems), ctx.problems
+
+
+def test_zip_member_count_bound():
+    limits = Limits(max_attachments=3)
+    ctx = with_attachment(zip_of([f"f{i}.txt" for i in range(4)]), "many.zip", limits=limits)
+    assert ctx.attachments[0].members == ()
+    assert any("4 members" in p for p in ctx.problems), ctx.problems
+    ctx = with_attachment(zip_of([f"f{i}.txt" for i in range(3)]), "few.zip", limits=limits)
+    assert len(ctx.attachments[0].members) == 3
+
+
+def test_zip_central_directory_size_bound():
+    # two members are within the count, but their 5000-character names make a directory
+    # bigger than two members should ever need: not parsed at all
+    limits = Limits(max_attachments=2)
+    ctx = with_attachment(zip_of(["a" * 5000, "b" * 5000]), "long.zip", limits=limits)
+    assert ctx.attachments[0].members == ()
+    assert any("names not read" in p for p in ctx.problems), ctx.problems
+
+
+def test_zip_member_name_cut_at_255():
+    ctx = with_attachment(zip_of(["x" * 600 + ".exe"]), "long.zip")
+    (name,) = ctx.attachments[0].members
+    assert name == "x" * 255
+
+
 # -- malformed input: never raises, notes what it skipped ---------------------------------
 
 

@@ -14,13 +14,17 @@ import dataclasses
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import dkim
 from dkim.util import InvalidTagValueList, parse_tag_value
 
 from .dns import Answer
 
-__all__ = ["ArcResult", "ArcSet", "DkimResult", "verify_arc", "verify_dkim"]
+if TYPE_CHECKING:
+    from .message import MessageContext
+
+__all__ = ["ArcResult", "ArcSet", "DkimResult", "shared_dkim_results", "verify_arc", "verify_dkim"]
 
 Lookup = Callable[[str, str], Awaitable[Answer]]
 
@@ -149,6 +153,35 @@ async def verify_dkim(raw: bytes, lookup: Lookup, *, max_signatures: int = 10, m
         else:
             results.append(DkimResult("fail", domain, selector, identity, "signature did not verify"))
     return results
+
+
+def shared_dkim_results(ctx: MessageContext, lookup: Lookup, max_signatures: int = 10) -> asyncio.Future[list[DkimResult]]:
+    """The message's DKIM results as one task per message, shared by every scorer that needs
+    them (auth, reputation) and by per-recipient copies, so the signatures are verified and
+    their keys fetched once. The first caller's ``lookup`` (and so its time budget) is used.
+
+    Await it through ``asyncio.shield``: a consumer that times out must not cancel the
+    verification the other consumers are waiting for. The future returned always belongs to
+    the running event loop: a finished verification from another loop is copied into one; one
+    cancelled (its loop closed mid-verification) or still running elsewhere is redone here.
+    """
+
+    def start() -> asyncio.Future[list[DkimResult]]:
+        return asyncio.ensure_future(verify_dkim(ctx.raw, lookup, max_signatures=max_signatures))
+
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[list[DkimResult]] = ctx.cached("dkim.results", start)
+    if future.cancelled() or (future.get_loop() is not loop and not future.done()):
+        return start()
+    if future.get_loop() is not loop:
+        copy: asyncio.Future[list[DkimResult]] = loop.create_future()
+        error = future.exception()
+        if error is not None:
+            copy.set_exception(error)
+        else:
+            copy.set_result(future.result())
+        return copy
+    return future
 
 
 _INSTANCE = re.compile(rb"\bi\s*=\s*(\d+)")

@@ -27,7 +27,7 @@ import authres
 import authres.arc
 import authres.dmarc
 
-from ..dkimcheck import ArcResult, DkimResult, verify_arc, verify_dkim
+from ..dkimcheck import ArcResult, DkimResult, shared_dkim_results, verify_arc
 from ..dmarc import AuthIdentity, Discovery, DmarcResult, aligned, discover_policy, evaluate, from_domains
 from ..dns import Resolver, offline_resolver
 from ..errors import ConfigError
@@ -195,7 +195,9 @@ class AuthScorer:
         if self.enabled["spf_helo"] and ip and helo_is_name and mail_from != "":  # for <> the check above is HELO's
             jobs["spf_helo"] = check_spf(ip, "", helo, lookup, receiver=self.authserv_id)
         if self.enabled["dkim"] or self.enabled["dmarc"]:
-            jobs["dkim"] = verify_dkim(ctx.raw, lookup, max_signatures=self.max_signatures)
+            # one verification per message, shared with the reputation scorer (shielded: our
+            # timeout must not cancel it for the others)
+            jobs["dkim"] = asyncio.shield(shared_dkim_results(ctx, lookup, self.max_signatures))
         if self.enabled["arc"] and (ctx.header("arc-seal") or ctx.header("arc-message-signature")):
             jobs["arc"] = verify_arc(ctx.raw, lookup)
         if self.enabled["dmarc"] and len(domains) == 1:

@@ -1,4 +1,4 @@
-"""Command line: ``mailguard scan|train|eval|user|doctor|milter``.
+"""Command line: ``mailguard scan|train|eval|user|report|doctor|milter``.
 
 Errors about one input (an unreadable file, a bad CSV row) print one line on stderr and
 the rest is still processed; the exit status is then 1. Usage and start-up errors
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -20,12 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .addresses import canonical_address
 from .config import Config, StoreConfig, load_config
 from .datasets import load_corpus
 from .errors import MailguardError
 from .evaluate import quality_metrics
 from .model import load_model, save_model
 from .policy import LEVELS
+from .reportqueue import check_source
+from .reports import arf_label, iter_messages
 from .result import ScanResult
 from .scanner import Scanner
 
@@ -212,6 +216,61 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if all(ok for ok, _ in report.values()) else 1
 
 
+async def _report(args: argparse.Namespace, scanner: Scanner) -> int:
+    """One line per message (status and digest prefix), errors on stderr, a summary last."""
+    config = scanner.config
+    budget = args.max_messages if args.max_messages is not None else config.users.report_max_messages
+    counts = {"new": 0, "duplicate": 0, "replaced": 0, "stale": 0, "failed": 0}
+    for name in args.paths:
+        if budget <= 0:
+            _error(f"{name}: not read: more than the maximum number of messages for one run")
+            counts["failed"] += 1
+            continue
+        for item in iter_messages(name, max_bytes=config.limits.max_parse_bytes, max_messages=budget):
+            budget -= 1
+            says = arf_label(item.feedback_type) if item.arf else None
+            if item.error is None and says is not None and says != args.label:  # never learn the opposite of the report
+                item = dataclasses.replace(item, raw=None, error=f"the feedback report says {item.feedback_type}, not {args.label}; skipped")
+            if item.error is not None or item.raw is None:
+                _error(f"{item.where}: {item.error}")
+                counts["failed"] += 1
+                continue
+            source = args.source or ("arf" if item.arf else "cli")
+            try:
+                outcome = await scanner.report(item.raw, args.label, user=args.user, source=source)
+            except MailguardError as exc:
+                _error(f"{item.where}: {exc}")
+                counts["failed"] += 1
+                continue
+            counts[outcome.status] += 1
+            extra = f" (was {outcome.previous})" if outcome.previous else ""
+            if item.arf:
+                extra += f" arf {item.feedback_type or 'no feedback type'}" + (f" for {item.original_rcpt}" if item.original_rcpt else "")
+                extra += " (headers only)" if item.headers_only else ""
+            print(f"{item.where}: {outcome.status} {outcome.digest[:12]}{extra}")
+    summary = ", ".join(f"{n} {status}" for status, n in counts.items() if n or status in ("new", "failed"))
+    print(f"-- {sum(counts.values())} message(s) reported as {args.label} by {_report_user(scanner, args.user)}: {summary}", file=sys.stderr)
+    return 1 if counts["failed"] else 0
+
+
+def _report_user(scanner: Scanner, user: str) -> str:
+    users = scanner.config.users
+    return canonical_address(user, aliases=users.aliases, plus_separators=users.plus_separators)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    if args.source is not None:
+        check_source(args.source)
+    if args.max_messages is not None and args.max_messages < 1:
+        raise ValueError("--max-messages must be at least 1")
+    scanner = Scanner(_load_config(args))
+    try:
+        _report_user(scanner, args.user)  # a bad --user is a usage error (exit 2), before reading anything
+        return scanner._run(_report(args, scanner))
+    finally:
+        scanner.close()
+
+
 def cmd_milter(args: argparse.Namespace) -> int:
     try:
         from .milter import run_milter
@@ -268,6 +327,21 @@ def build_parser() -> argparse.ArgumentParser:
         user.add_argument(f"--{name}", type=float, help=f"score for {name} (negative: turn it off)")
     user.add_argument("--store", help="SQLite store file")
     user.set_defaults(func=cmd_user)
+
+    report = sub.add_parser(
+        "report",
+        help="record users' spam/ham reports (messages, Maildir, mbox, ARF) and learn them for the user at once",
+    )
+    label = report.add_mutually_exclusive_group(required=True)
+    label.add_argument("--spam", dest="label", action="store_const", const="spam", help="the messages are spam")
+    label.add_argument("--ham", dest="label", action="store_const", const="ham", help="the messages are not spam")
+    report.add_argument("--user", required=True, help="who reports (canonicalised: case, +tag, [users] aliases)")
+    report.add_argument("--source", help="where the reports come from, e.g. imapsieve (default: cli, or arf for feedback reports)")
+    report.add_argument("--max-messages", type=int, help="read at most this many messages (default: [users] report_max_messages)")
+    report.add_argument("--model", help="model directory (default: the shipped models/default)")
+    report.add_argument("--store", help="SQLite store file (default: $MAILGUARD_STORE or the XDG state dir)")
+    report.add_argument("paths", nargs="+", metavar="PATH", help="message file, Maildir, mbox file, directory, or - for standard input")
+    report.set_defaults(func=cmd_report)
 
     milter = sub.add_parser("milter", help="run the Postfix milter daemon in the foreground ([milter] in the config)")
     # also accepted after the subcommand; SUPPRESS keeps a global --config from being reset

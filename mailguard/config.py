@@ -26,6 +26,7 @@ __all__ = [
     "PolicyConfig",
     "ScannerConfig",
     "StoreConfig",
+    "UsersConfig",
     "default_model_dir",
     "load_config",
 ]
@@ -130,6 +131,34 @@ class MilterConfig:
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
+class UsersConfig:
+    """Whose per-user data a recipient's address is (mailguard/addresses.py), and user reports.
+
+    Aliases and sub-address tags are resolved before any per-user key is made, so one
+    mailbox keeps one model whatever address mail reaches it by. The table is validated
+    and put into canonical form when the section is built: an error names the alias.
+    """
+
+    # "info@shop.example" = "alice@shop.example"; "@old.example" = "@new.example" (a domain alias)
+    aliases: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    plus_separators: str = "+"  # bob+tag@ -> bob@; "+-" for both; "" keeps tags
+    report_retention_days: float = 180.0  # reported messages kept for retraining (`mailguard report`)
+    report_max_bytes: int = 2 * 1024 * 1024  # of one reported message kept; the rest is cut off
+    report_max_messages: int = 100_000  # messages read from one report input (mbox, Maildir, folder)
+
+    def __post_init__(self) -> None:
+        from .addresses import normalise_aliases  # addresses owns what a valid alias is
+
+        try:
+            table = normalise_aliases(self.aliases, plus_separators=self.plus_separators)
+        except ValueError as exc:
+            raise ConfigError(f"[users] {exc}") from None
+        object.__setattr__(self, "aliases", MappingProxyType(table))
+        if self.report_retention_days <= 0 or self.report_max_bytes <= 0 or self.report_max_messages <= 0:
+            raise ConfigError("[users] report_retention_days, report_max_bytes and report_max_messages must be positive")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class Config:
     limits: Limits = dataclasses.field(default_factory=Limits)
     store: StoreConfig = dataclasses.field(default_factory=StoreConfig)
@@ -138,6 +167,7 @@ class Config:
     policy: PolicyConfig = dataclasses.field(default_factory=PolicyConfig)
     dns: DnsConfig = dataclasses.field(default_factory=DnsConfig)
     milter: MilterConfig = dataclasses.field(default_factory=MilterConfig)
+    users: UsersConfig = dataclasses.field(default_factory=UsersConfig)
     # Per-scorer sections, validated by each scorer's ``from_config`` at start-up.
     scorers: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
@@ -201,6 +231,7 @@ def config_from_mapping(data: Mapping[str, Any]) -> Config:
         "policy": PolicyConfig,
         "dns": DnsConfig,
         "milter": MilterConfig,
+        "users": UsersConfig,
     }
     unknown = sorted(set(data) - set(sections) - {"scorers"})
     if unknown:

@@ -12,7 +12,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .config import PolicyConfig
+from .addresses import MAX_INPUT_CHARS, canonical_address
+from .config import PolicyConfig, UsersConfig
 from .errors import ConfigError, StoreError
 from .result import Action, Contribution, ScorerFailure, Verdict
 from .stores.base import KeyValueStore
@@ -81,9 +82,19 @@ def validate_policy_config(config: PolicyConfig) -> None:
             raise ConfigError(f"[policy] forced.{symbol} must be one of accept, tag, junk, quarantine, reject")
 
 
-def canonical_user(address: str) -> str:
-    """The key per-user data is stored under: the address without angle brackets, lower case."""
-    return address.strip().strip("<>").strip().lower()
+_NO_USERS_CONFIG = UsersConfig()
+
+
+def canonical_user(address: str, users: UsersConfig | None = None) -> str:
+    """The key per-user data is stored under: `canonical_address` (case, display name,
+    ``+tag``; with ``users``, its separators and aliases). Never raises: a string that is
+    not an address (a bare login such as ``postmaster``) keeps the old key, stripped of
+    angle brackets and lower-cased, so a scan of odd mail still finds its user."""
+    users = users or _NO_USERS_CONFIG
+    try:
+        return canonical_address(address, aliases=users.aliases, plus_separators=users.plus_separators)
+    except ValueError:
+        return address.strip().strip("<>").strip().lower()[:MAX_INPUT_CHARS]
 
 
 def _user_key(user: str) -> str:

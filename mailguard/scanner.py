@@ -8,11 +8,13 @@ A scorer that raises or times out is recorded as a failure and the scan goes on.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from .addresses import canonical_address
 from .combine import Combiner, ScorerHits, sigmoid
 from .config import Config, load_config
 from .dns import Resolver
@@ -20,6 +22,7 @@ from .errors import MailguardError, ModelError
 from .message import Envelope, MessageContext
 from .model import ModelBundle, load_model
 from .policy import Policy
+from .reportqueue import ReportOutcome, ReportQueue
 from .result import Hit, ScanResult, ScorerFailure
 from .scorer import Label, Scorer, Services, Source, load_scorer
 from .stores import Store, open_store
@@ -183,6 +186,24 @@ class Scanner:
             log.warning("learning %s as %s failed: %s", ctx.digest[:12], label, exc)
             return False
         return True
+
+    async def report(self, message: bytes, label: Label, *, user: str, source: str = "api") -> ReportOutcome:
+        """A person says ``message`` is ``label``: queue the report (deduplicated per message
+        and user, see mailguard/reportqueue.py) and, when it is new or reverses that user's
+        earlier report, learn it for that user at once, so the next scan on any node sharing
+        the store sees it. ``user`` is canonicalised ([users] aliases, +tags); ValueError if it
+        is not an address. A reversed report cannot take back what the first label taught
+        the scorers (they do not un-learn); learning globally is left to the caller."""
+        users = self.config.users
+        canonical = canonical_address(user, aliases=users.aliases, plus_separators=users.plus_separators)
+        outcome = await ReportQueue.from_config(self.store, users).add(message, canonical, label, source)
+        if not outcome.changed:
+            return outcome
+        learned = await self.learn(message, label, user=canonical, source="report")
+        return dataclasses.replace(outcome, learned=learned)
+
+    def report_sync(self, message: bytes, label: Label, **kw: Any) -> ReportOutcome:
+        return self._run(self.report(message, label, **kw))
 
     # -- health ---------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +120,104 @@ def test_module_entry_point_runs_on_the_samples():
     proc = subprocess.run([sys.executable, "-m", "mailguard", "scan", "--no-network", str(SAMPLES)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert len(proc.stdout.splitlines()) == len(list(SAMPLES.iterdir()))
+
+
+# -- mailguard report -----------------------------------------------------------------------
+
+_ARF_ABUSE = (
+    "From: fbl@example.org\nTo: postmaster@example.net\nSubject: report\nMIME-Version: 1.0\n"
+    'Content-Type: multipart/report; report-type=feedback-report; boundary="b1"\n\n'
+    "--b1\nContent-Type: text/plain\n\nAn abuse report.\n\n"
+    "--b1\nContent-Type: message/feedback-report\n\nFeedback-Type: abuse\nVersion: 1\nOriginal-Rcpt-To: <bob@example.net>\n\n"
+    "--b1\nContent-Type: message/rfc822\n\n{original}\n--b1--\n"
+)
+
+
+def _report_inputs(tmp_path: Path) -> dict[str, Path]:
+    import mailbox
+    from email import message_from_bytes
+
+    from ..conftest import HAM_WORDS, SPAM_WORDS, make_message
+
+    spam = [make_message(SPAM_WORDS, subject="offer", seed=500 + n) for n in range(4)]
+    paths = {"eml": tmp_path / "one.eml", "arf": tmp_path / "arf.eml", "maildir": tmp_path / "Junk", "mbox": tmp_path / "junk.mbox"}
+    paths["eml"].write_bytes(spam[0])
+    paths["arf"].write_text(_ARF_ABUSE.format(original=spam[1].decode()))
+    box = mailbox.Maildir(paths["maildir"], create=True)
+    box.add(spam[2])
+    mbox = mailbox.mbox(paths["mbox"], create=True)
+    mbox.add(message_from_bytes(spam[3]))
+    mbox.add(message_from_bytes(spam[0]))  # a copy of one.eml: the same report
+    mbox.close()
+    paths["ham"] = tmp_path / "ham.eml"
+    # words the tiny model has never seen, so that one report visibly moves the score
+    paths["ham"].write_bytes(make_message(["quarterly", "synergy", "webinar", "invite", *HAM_WORDS[:2]], subject="webinar", seed=600))
+    return paths
+
+
+def test_report_reads_every_input_kind_and_dedups(tiny_model, tmp_path, capsys):
+    from mailguard.model import save_model
+
+    model = save_model(tiny_model, tmp_path / "m", {})
+    paths = _report_inputs(tmp_path)
+    argv = ["report", "--spam", "--user", "Bob+junk@Example.NET", "--model", str(model)]
+    status = main([*argv, str(paths["eml"]), str(paths["arf"]), str(paths["maildir"]), str(paths["mbox"]), str(tmp_path / "gone.eml")])
+    out, err = capsys.readouterr()
+    assert status == 1  # one input failed; the rest were still reported
+    lines = out.splitlines()
+    assert len(lines) == 5 and all(re.search(r": (new|duplicate) [0-9a-f]{12}", line) for line in lines)
+    assert [line.split(": ")[1].split()[0] for line in lines] == ["new", "new", "new", "new", "duplicate"]
+    assert "arf abuse for <bob@example.net>" in lines[1]
+    assert "gone.eml" in err and "4 new" in err and "1 duplicate" in err and "1 failed" in err and "bob@example.net" in err
+    # the same run again: every message is a duplicate, nothing fails
+    assert main([*argv, str(paths["eml"]), str(paths["maildir"])]) == 0
+    assert [line.split()[1] for line in capsys.readouterr().out.splitlines()] == ["duplicate", "duplicate"]
+
+
+def test_report_ham_replaces_and_moves_the_users_score(tiny_model, tmp_path, capsys):
+    from mailguard.model import save_model
+
+    model = save_model(tiny_model, tmp_path / "m", {})
+    paths = _report_inputs(tmp_path)
+    scan = ["scan", "--json", "--no-network", "--model", str(model), "--user", "bob@example.net", str(paths["ham"])]
+    main(scan)
+    before = json.loads(capsys.readouterr().out)["score"]
+    assert main(["report", "--spam", "--user", "bob@example.net", "--model", str(model), str(paths["ham"])]) == 0
+    assert " new " in capsys.readouterr().out
+    main(scan)
+    after_spam = json.loads(capsys.readouterr().out)["score"]
+    assert main(["report", "--ham", "--user", "BOB@example.net", "--model", str(model), str(paths["ham"])]) == 0
+    out = capsys.readouterr().out
+    main(scan)
+    after_ham = json.loads(capsys.readouterr().out)["score"]
+    assert "replaced" in out and "(was spam)" in out
+    assert after_spam > before and after_ham < after_spam
+
+
+def test_report_from_standard_input(tiny_model, tmp_path, capsys, monkeypatch):
+    import io
+
+    from mailguard.model import save_model
+
+    model = save_model(tiny_model, tmp_path / "m", {})
+    raw = _report_inputs(tmp_path)["eml"].read_bytes()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(raw)))
+    assert main(["report", "--spam", "--user", "bob@example.net", "--source", "imapsieve", "--model", str(model), "-"]) == 0
+    assert capsys.readouterr().out.startswith("-: new ")
+
+
+def test_report_refuses_contradicting_arf_and_bad_arguments(tiny_model, tmp_path, capsys):
+    from mailguard.model import save_model
+
+    model = save_model(tiny_model, tmp_path / "m", {})
+    paths = _report_inputs(tmp_path)
+    assert main(["report", "--ham", "--user", "bob@example.net", "--model", str(model), str(paths["arf"])]) == 1
+    err = capsys.readouterr().err
+    assert "says abuse, not ham" in err and "1 failed" in err
+    assert main(["report", "--spam", "--user", "bob", "--model", str(model), str(paths["eml"])]) == 2
+    assert "not a mail address" in capsys.readouterr().err
+    assert main(["report", "--spam", "--user", "bob@example.net", "--source", "Not Valid", str(paths["eml"])]) == 2
+    assert main(["report", "--spam", "--user", "bob@example.net", "--max-messages", "1", "--model", str(model), str(paths["mbox"])]) == 1
+    assert "more than 1 messages" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["report", "--spam", "--ham", "--user", "bob@example.net", str(paths["eml"])])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mailguard.config import Config, Limits, PolicyConfig, ScannerConfig, StoreConfig, config_from_mapping, load_config
+from mailguard.config import Config, Limits, PolicyConfig, ScannerConfig, StoreConfig, UsersConfig, config_from_mapping, load_config
 from mailguard.errors import ConfigError
 
 
@@ -157,6 +157,46 @@ def test_redis_store_section(tmp_path):
     for toml, name in [("url = 6379\n", "store.url"), ("timeout = '1s'\n", "store.timeout"), ("timeout = -1\n", "store.timeout")]:
         with pytest.raises(ConfigError, match=name):
             load_config(write(tmp_path, "[store]\n" + toml))
+
+
+def test_users_section(tmp_path):
+    path = write(
+        tmp_path,
+        """
+[users]
+plus_separators = "+-"
+report_retention_days = 30
+[users.aliases]
+"Info@Shop.Example" = "Alice@shop.example"
+"@old.example" = "@new.example"
+""",
+    )
+    users = load_config(path).users
+    assert users.plus_separators == "+-" and users.report_retention_days == 30.0
+    assert dict(users.aliases) == {"info@shop.example": "alice@shop.example", "@old.example": "@new.example"}  # canonical form
+    with pytest.raises(TypeError):
+        users.aliases["x@y.example"] = "z@y.example"  # type: ignore[index]
+    assert Config().users == UsersConfig() and dict(Config().users.aliases) == {}
+
+
+@pytest.mark.parametrize(
+    ("toml", "names"),
+    [
+        ("[users]\naliaz = {}\n", "aliaz"),
+        ("[users]\naliases = 5\n", "users.aliases"),
+        ("[users]\nplus_separators = 1\n", "users.plus_separators"),
+        ("[users]\nplus_separators = '@'\n", "separator"),
+        ("[users]\naliases = { 'a@x.example' = 'nobody' }\n", "a@x.example"),
+        ("[users]\naliases = { 'a@x.example' = 'b@x.example', 'b@x.example' = 'a@x.example' }\n", "loop"),
+        ("[users]\naliases = { '@x.example' = 'b@y.example' }\n", "@domain"),
+        ("[users]\nreport_retention_days = 0\n", "report_retention_days"),
+        ("[users]\nreport_max_messages = -3\n", "users.report_max_messages"),
+    ],
+)
+def test_bad_users_section_names_the_problem(tmp_path, toml, names):
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, toml))
+    assert names in str(info.value)
 
 
 @pytest.mark.parametrize("mode", ["rw", "0999", "1777"])

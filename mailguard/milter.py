@@ -97,12 +97,14 @@ class ScanService:
 
 
 async def _scan_all(scanner: Scanner, raw: bytes, envelope: Envelope, note: str | None) -> dict[str, ScanResult]:
+    """One scan per distinct mailbox (aliases and +tags folded), results keyed by recipient address."""
     ctx = scanner.context(raw, envelope)
     if note:
         ctx.problems.append(note)
-    users = list(dict.fromkeys(canonical_user(r) for r in envelope.rcpt_to)) or [None]
-    results = await asyncio.gather(*(scanner.scan(ctx, user=u) for u in users))
-    return {u or "": r for u, r in zip(users, results)}
+    users = {rcpt: canonical_user(rcpt, scanner.config.users) for rcpt in envelope.rcpt_to}
+    distinct = list(dict.fromkeys(users.values())) or [None]
+    results = dict(zip(distinct, await asyncio.gather(*(scanner.scan(ctx, user=u) for u in distinct))))
+    return {rcpt: results[user] for rcpt, user in users.items()} or {"": results[None]}
 
 
 @dataclasses.dataclass
@@ -271,7 +273,7 @@ class MilterDaemon:
                 future.cancel()
                 raise TimeoutError("shutdown during the scan" if self.abandon.done() else f"no verdict within {self.config.milter.deadline}s")
             results = future.result()
-            verdicts = {rcpt: results[canonical_user(_addr(rcpt))].verdict for rcpt in msg.rcpts}
+            verdicts = {rcpt: results[_addr(rcpt)].verdict for rcpt in msg.rcpts}
             outcome = apply_verdicts(conn, verdicts, has_subject=msg.has_subject)
         except Exception as exc:  # a bad message or a broken scorer must never take the daemon down
             error = f"{type(exc).__name__}: {exc}"

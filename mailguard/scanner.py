@@ -21,7 +21,7 @@ from .dns import Resolver
 from .errors import MailguardError, ModelError
 from .message import Envelope, MessageContext
 from .model import ModelBundle, load_model
-from .policy import Policy
+from .policy import Policy, canonical_user
 from .reportqueue import ReportOutcome, ReportQueue
 from .result import Hit, ScanResult, ScorerFailure
 from .scorer import Label, Scorer, Services, Source, load_scorer
@@ -93,6 +93,8 @@ class Scanner:
         ctx = message if isinstance(message, MessageContext) else self.context(message, envelope)
         if user is None:
             user = ctx.user or (ctx.envelope.rcpt_to[0] if len(ctx.envelope.rcpt_to) == 1 else None)
+        if user is not None:  # one key per mailbox, whatever alias or +tag the mail came by
+            user = canonical_user(user, self.config.users)
         if user != ctx.user:
             ctx = ctx.for_user(user)
         scorer_hits, failures = await self._run_scorers(ctx)

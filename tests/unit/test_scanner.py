@@ -131,7 +131,7 @@ def test_per_user_thresholds_change_the_action(tiny_model):
         scanner._run(scanner.policy.set_user("lenient@example.net", thresholds={"junk": base.score + 1, "tag": None}))
         strict = scanner.scan_sync(raw, Envelope(rcpt_to=("Strict@Example.net",)))
         lenient = scanner.scan_sync(raw, user="lenient@example.net")
-    assert strict.verdict.user == "Strict@Example.net"
+    assert strict.verdict.user == "strict@example.net"  # per-user data is keyed by the canonical address
     assert strict.verdict.action is Action.JUNK
     assert lenient.verdict.action is Action.ACCEPT
     assert strict.score == pytest.approx(lenient.score)
@@ -211,3 +211,18 @@ def test_scorer_headers_reach_every_recipients_verdict(tiny_model, ham_message):
     for result in (first, second):
         headers = [h for h in result.verdict.headers if h[0] == "Authentication-Results"]
         assert headers == [("Authentication-Results", "mx.example.net; spf=pass smtp.mailfrom=example.org")]
+
+
+def test_aliases_and_plus_tags_reach_the_same_per_user_thresholds(tiny_model):
+    from mailguard.config import UsersConfig, config_from_mapping
+    from mailguard.policy import LEVELS
+
+    config = config_from_mapping({"store": {"backend": "memory"}, "scanner": {"scorers": ["bayes"]}, "users": {"aliases": {"info@shop.example": "alice@shop.example"}}})
+    assert isinstance(config.users, UsersConfig)
+    scanner = Scanner(config, store=MemoryStore(), model=tiny_model)
+    scanner._run(scanner.policy.set_user("alice@shop.example", level="high"))
+    raw = b"From: a@b.example\r\nSubject: hello\r\n\r\nhello there\r\n"
+    for address in ("Alice@Shop.Example", "alice+news@shop.example", "info@shop.example"):
+        result = scanner.scan_sync(raw, user=address)
+        assert result.verdict.user == "alice@shop.example"
+        assert result.verdict.required == LEVELS["high"].required != LEVELS["medium"].required

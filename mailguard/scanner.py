@@ -97,10 +97,14 @@ class Scanner:
             user = canonical_user(user, self.config.users)
         if user != ctx.user:
             ctx = ctx.for_user(user)
-        scorer_hits, failures = await self._run_scorers(ctx)
+        # the user's thresholds are read while the scorers run (one store round trip fewer)
+        thresholds_read = asyncio.ensure_future(self.policy.thresholds_for(user))
+        try:
+            scorer_hits, failures = await self._run_scorers(ctx)
+        finally:
+            thresholds = await thresholds_read
         score, contributions = self.combiner.combine(scorer_hits)
         probability = sigmoid(score)
-        thresholds = await self.policy.thresholds_for(user)
         verdict = self.policy.decide(
             score=score,
             probability=probability,

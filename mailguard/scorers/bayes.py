@@ -7,13 +7,14 @@ messages costs one lookup per scan.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from ..bayes import BayesClassifier, TokenCounts
-from ..errors import ConfigError
+from ..errors import ConfigError, StoreError
 from ..message import MessageContext
 from ..policy import canonical_user
 from ..result import Hit
@@ -24,6 +25,8 @@ from ..tokenize import hash_tokens, message_tokens
 __all__ = ["BayesScorer", "message_ids"]
 
 _DAY = 86400.0
+
+log = logging.getLogger("mailguard.scorers.bayes")
 
 
 def message_ids(ctx: MessageContext) -> np.ndarray:
@@ -87,11 +90,18 @@ class BayesScorer:
         ids = message_ids(ctx)
         if len(ids) == 0:
             return []
-        delta, n_delta = await self._deltas(ids, ctx.user)
+        note = ""
+        try:
+            delta, n_delta = await self._deltas(ids, ctx.user)
+        except StoreError as exc:
+            # the shipped model is in memory: a store that is down costs what was learned
+            # since, not the classifier's opinion
+            log.warning("bayes: store unavailable, scoring with the global model only: %s", exc)
+            delta, n_delta, note = {}, (0.0, 0.0), "; store unavailable: global model only"
         value = self.classifier.score_one(ids, delta, n_delta)
         spam, ham, _ = self.classifier.lookup(ids)
         known = int(((spam + ham) > 0).sum())
-        return [Hit("BAYES", value, f"{known} of {len(ids)} tokens known")]
+        return [Hit("BAYES", value, f"{known} of {len(ids)} tokens known{note}")]
 
     async def learn(self, ctx: MessageContext, label: Label, user: str | None = None, *, source: Source = "report") -> None:
         """Count the message's tokens as ``label``, globally (user None) or for ``user`` only.

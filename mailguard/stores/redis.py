@@ -1,8 +1,9 @@
 """The shared store (``mailguard[redis]``): one Redis that every filter node reads and writes.
 
 Why coalescing: the scanner runs its scorers concurrently and each asks the store for
-something. Every call made in the same event-loop iteration is queued, and one callback
-scheduled with ``loop.call_soon`` sends the whole queue as ONE pipeline (transaction=False),
+something. Calls are queued, and a callback scheduled with ``loop.call_soon`` sends the whole
+queue as ONE pipeline (transaction=False) as soon as a loop iteration passes without new
+calls joining (a few iterations at most),
 so a scan costs a few round trips however many scorers ask. ``round_trips`` counts the
 pipelines sent, for tests and benchmarks.
 
@@ -47,6 +48,8 @@ from ..errors import ConfigError, StoreError
 __all__ = ["RedisStore"]
 
 _MAX_PIPELINE = 10_000  # commands per pipeline: bounds the buffers of one huge call
+_SETTLE_ITERATIONS = 10  # loop iterations a queued call may wait for others to join its pipeline
+_QUIET_ITERATIONS = 2  # ... and how many of them must pass with no new call before it is sent
 
 Command = tuple[Any, ...]
 
@@ -101,11 +104,20 @@ class RedisStore:
             )
         future: asyncio.Future[list[Any]] = loop.create_future()
         if not self._queue:
-            loop.call_soon(self._flush)
+            loop.call_soon(self._flush, 0, 0, 0)
         self._queue.append((commands, future))
         return await future
 
-    def _flush(self) -> None:
+    def _flush(self, seen: int = 0, quiet: int = _QUIET_ITERATIONS, waited: int = _SETTLE_ITERATIONS) -> None:
+        """Send the queue once it stopped growing for ``_QUIET_ITERATIONS`` loop iterations.
+        Scorers reach the store through tasks and gathers of their own, a few iterations
+        after the scan starts; waiting for the queue to settle (never more than
+        ``_SETTLE_ITERATIONS``) lets them share one round trip. Called bare, it sends now."""
+        grew = len(self._queue) != seen
+        quiet = 0 if grew else quiet + 1
+        if quiet < _QUIET_ITERATIONS and waited < _SETTLE_ITERATIONS and self._loop is not None:
+            self._loop.call_soon(self._flush, len(self._queue), quiet, waited + 1)
+            return
         batch, self._queue = self._queue, []
         if batch and self._loop is not None:
             task = self._loop.create_task(self._execute(batch))

@@ -41,6 +41,9 @@ class ScorerInfo:
     default_weights: Mapping[str, float]  # used until the combiner has learned a weight
     network: bool = False  # needs the network: off with --no-network
     learns: bool = False  # has ``learn``; its points are left out when deciding autolearn
+    # learns from the labelled corpus through ``learn(source="train")`` when a model is trained
+    # (False for a learner whose training lives in the model artifact, like bayes)
+    seeded: bool = False
     timeout: float = 2.0  # seconds
 
 

@@ -230,6 +230,7 @@ class ReputationScorer:
             symbols={s: d for s, (d, _) in SYMBOLS.items()},
             default_weights={s: float(weights.get(s, w)) for s, (_, w) in SYMBOLS.items()},
             learns=True,
+            seeded=True,
             timeout=timeout,
         )
 

@@ -219,10 +219,10 @@ def test_aliases_and_plus_tags_reach_the_same_per_user_thresholds(tiny_model):
 
     config = config_from_mapping({"store": {"backend": "memory"}, "scanner": {"scorers": ["bayes"]}, "users": {"aliases": {"info@shop.example": "alice@shop.example"}}})
     assert isinstance(config.users, UsersConfig)
-    scanner = Scanner(config, store=MemoryStore(), model=tiny_model)
-    scanner._run(scanner.policy.set_user("alice@shop.example", level="high"))
     raw = b"From: a@b.example\r\nSubject: hello\r\n\r\nhello there\r\n"
-    for address in ("Alice@Shop.Example", "alice+news@shop.example", "info@shop.example"):
-        result = scanner.scan_sync(raw, user=address)
-        assert result.verdict.user == "alice@shop.example"
-        assert result.verdict.required == LEVELS["high"].required != LEVELS["medium"].required
+    with Scanner(config, store=MemoryStore(), model=tiny_model) as scanner:
+        scanner._run(scanner.policy.set_user("alice@shop.example", level="high"))
+        for address in ("Alice@Shop.Example", "alice+news@shop.example", "info@shop.example"):
+            result = scanner.scan_sync(raw, user=address)
+            assert result.verdict.user == "alice@shop.example"
+            assert result.verdict.required == LEVELS["high"].required != LEVELS["medium"].required

@@ -83,7 +83,8 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class ScannerConfig:
-    scorers: tuple[str, ...] = ("bayes",)
+    # the local scorers the shipped model was trained with; add dnsbl, auth, virus as the site has them
+    scorers: tuple[str, ...] = ("bayes", "reputation", "fingerprint", "behaviour", "feedback")
     deadline: float = 10.0  # seconds for the whole scan; scorers still running are failures
     network: bool = True  # False turns every scorer flagged ``network`` off
     # Autolearn: learn only when the score WITHOUT learning scorers is this far out.
@@ -145,6 +146,22 @@ class UsersConfig:
     report_retention_days: float = 180.0  # reported messages kept for retraining (`mailguard report`)
     report_max_bytes: int = 2 * 1024 * 1024  # of one reported message kept; the rest is cut off
     report_max_messages: int = 100_000  # messages read from one report input (mbox, Maildir, folder)
+    # Reports move that user's thresholds (all together; see Policy.thresholds_for): a spam
+    # report on mail that got through (accept, tag) lowers them by threshold_step, a ham report
+    # on mail junked or worse raises them by threshold_fp_step; the total shift stays within
+    # [-threshold_max_down, +threshold_max_up], and never carries a threshold past
+    # [threshold_floor, threshold_ceiling].
+    threshold_moves: bool = True
+    threshold_step: float = 0.25
+    threshold_fp_step: float = 0.5  # false positives cost more than missed spam
+    threshold_max_down: float = 1.5
+    threshold_max_up: float = 1.0
+    threshold_floor: float = 1.0  # log-odds 1.0: 73% spam
+    threshold_ceiling: float = 10.0
+    # A reported message is learned globally once this many distinct users report it the same
+    # way and at most this share of its reporters say the opposite (0: never; else at least 2).
+    global_after: int = 3
+    global_max_dissent: float = 0.2
 
     def __post_init__(self) -> None:
         from .addresses import normalise_aliases  # addresses owns what a valid alias is
@@ -156,6 +173,30 @@ class UsersConfig:
         object.__setattr__(self, "aliases", MappingProxyType(table))
         if self.report_retention_days <= 0 or self.report_max_bytes <= 0 or self.report_max_messages <= 0:
             raise ConfigError("[users] report_retention_days, report_max_bytes and report_max_messages must be positive")
+        self._check_feedback()
+
+    def _check_feedback(self) -> None:
+        """Threshold moves and global learning from reports: refuse values that would let one
+        user move the global model or push thresholds outside what the site allows."""
+        import math
+
+        if not isinstance(self.threshold_moves, bool):
+            raise ConfigError("[users] threshold_moves must be true or false")
+        names = (
+            "threshold_step", "threshold_fp_step", "threshold_max_down", "threshold_max_up",
+            "threshold_floor", "threshold_ceiling", "global_max_dissent",
+        )
+        for name in names:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"[users] {name} must be a number >= 0")
+        if self.threshold_floor >= self.threshold_ceiling:
+            raise ConfigError("[users] threshold_floor must be below threshold_ceiling")
+        after = self.global_after
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0 or after == 1:
+            raise ConfigError("[users] global_after must be 0 (never learn reports globally) or a whole number >= 2")
+        if self.global_max_dissent >= 0.5:
+            raise ConfigError("[users] global_max_dissent must be below 0.5 (the reporters must agree by a majority)")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

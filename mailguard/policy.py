@@ -2,21 +2,29 @@
 
 Scores are log-odds (0 = even odds, 5 = 99.3% spam). A user's thresholds come from the
 store (a named level or explicit numbers), else from the configured global default.
+
+They then move with the user's reports (`Policy.move_thresholds`, called by
+`Scanner.report`): a per-user shift kept as a store counter is added to every threshold of
+that user, explicit ones included, unless the user's thresholds are marked fixed or
+``[users] threshold_moves`` is off. The shift is clamped when written and when read, and a
+threshold is never carried past ``[users] threshold_floor``/``threshold_ceiling``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from .addresses import MAX_INPUT_CHARS, canonical_address
 from .config import PolicyConfig, UsersConfig
 from .errors import ConfigError, StoreError
 from .result import Action, Contribution, ScorerFailure, Verdict
-from .stores.base import KeyValueStore
+from .stores.base import CounterStore, KeyValueStore
 
 __all__ = ["LEVELS", "Policy", "Thresholds", "canonical_user", "validate_policy_config"]
 
@@ -58,6 +66,21 @@ class Thresholds:
             if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise ConfigError(f"threshold {name} must be a number or null")
         return dataclasses.replace(self, **{k: (None if v is None else float(v)) for k, v in overrides.items()})
+
+    def shifted(self, shift: float, *, floor: float = -math.inf, ceiling: float = math.inf) -> Thresholds:
+        """Every threshold moved by ``shift``, but never carried past ``floor`` (moving down)
+        or ``ceiling`` (moving up); one already outside them stays where it was set."""
+        if not shift:
+            return self
+
+        def move(value: float | None) -> float | None:
+            if value is None:
+                return None
+            if shift < 0:
+                return max(value + shift, min(value, floor))
+            return min(value + shift, max(value, ceiling))
+
+        return Thresholds(**{name: move(getattr(self, name)) for name in _ACTIONS_BY_SCORE})
 
 
 # Chosen on the pooled 5-fold benchmark (benchmarks/quality.py, SpamAssassin corpus):
@@ -101,36 +124,57 @@ def _user_key(user: str) -> str:
     return f"policy:thresholds:{canonical_user(user)}"
 
 
+def _shift_key(user: str) -> str:
+    return f"policy:shift:{canonical_user(user)}"
+
+
+Outcome = Literal["missed_spam", "false_positive"]
+
+
 class Policy:
-    def __init__(self, config: PolicyConfig, store: KeyValueStore) -> None:
+    def __init__(self, config: PolicyConfig, store: KeyValueStore, users: UsersConfig | None = None) -> None:
         validate_policy_config(config)
         self.config = config
         self.store = store
+        self.users = users or _NO_USERS_CONFIG
+        # a key-value-only store keeps every user's thresholds fixed
+        self._counters: CounterStore | None = store if isinstance(store, CounterStore) else None
         self.default = LEVELS[config.level].with_overrides(config.thresholds)
 
     async def thresholds_for(self, user: str | None) -> Thresholds:
-        """The user's own thresholds from the store, else the global default.
-        A store that cannot be read falls back to the default (and is not fatal)."""
+        """The user's own thresholds from the store, else the global default, moved by the
+        user's report-driven shift (module docstring). Both are read at once; a store that
+        cannot be read falls back to the default unshifted (and is not fatal)."""
         if not user:
             return self.default
         try:
-            raw = await self.store.get(_user_key(user))
+            raw, shift = await asyncio.gather(self.store.get(_user_key(user)), self.shift_for(user))
         except StoreError:
             return self.default
-        if raw is None:
-            return self.default
-        return self._from_json(raw)
+        base, moves = self._from_json(raw) if raw is not None else (self.default, True)
+        if not moves:
+            return base
+        return base.shifted(shift, floor=self.users.threshold_floor, ceiling=self.users.threshold_ceiling)
 
-    def _from_json(self, raw: bytes) -> Thresholds:
+    def _from_json(self, raw: bytes) -> tuple[Thresholds, bool]:
+        """(thresholds, whether reports may move them) from a stored user record."""
         try:
             data = json.loads(raw)
             base = LEVELS[data.get("level", self.config.level)]
-            return base.with_overrides(data.get("thresholds", {}))
+            return base.with_overrides(data.get("thresholds", {})), data.get("moves", True) is not False
         except (ValueError, KeyError, AttributeError, TypeError, ConfigError):
-            return self.default
+            return self.default, True
 
-    async def set_user(self, user: str, *, level: str | None = None, thresholds: Mapping[str, float | None] | None = None) -> Thresholds:
-        """Store a user's level and/or explicit thresholds (validated first)."""
+    async def set_user(
+        self,
+        user: str,
+        *,
+        level: str | None = None,
+        thresholds: Mapping[str, float | None] | None = None,
+        moves: bool | None = None,
+    ) -> Thresholds:
+        """Store a user's level and/or explicit thresholds (validated first); ``moves=False``
+        keeps them fixed whatever the user reports (the shift is still recorded)."""
         if level is not None and level not in LEVELS:
             raise ConfigError(f"level must be one of {', '.join(LEVELS)}")
         data: dict[str, Any] = {}
@@ -138,9 +182,52 @@ class Policy:
             data["level"] = level
         if thresholds:
             data["thresholds"] = dict(thresholds)
+        if moves is not None:
+            data["moves"] = bool(moves)
         result = LEVELS[level or self.config.level].with_overrides(data.get("thresholds", {}))
         await self.store.set(_user_key(user), json.dumps(data).encode())
         return result
+
+    async def user_record(self, user: str) -> tuple[Thresholds, bool]:
+        """The user's thresholds as set (before any shift) and whether their reports move them."""
+        raw = await self.store.get(_user_key(user))
+        return self._from_json(raw) if raw is not None else (self.default, True)
+
+    def _clamp(self, shift: float) -> float:
+        if not math.isfinite(shift):
+            return 0.0
+        return min(max(shift, -self.users.threshold_max_down), self.users.threshold_max_up)
+
+    async def shift_for(self, user: str) -> float:
+        """The user's current report-driven shift (0 when moves are off or the store keeps
+        no counters); StoreError if the store cannot be read."""
+        if not self.users.threshold_moves or self._counters is None:
+            return 0.0
+        key = _shift_key(user)
+        found = await self._counters.get_counters([key])
+        return self._clamp(found.get(key, 0.0))
+
+    async def move_thresholds(self, user: str, outcome: Outcome) -> float:
+        """Record one report outcome for ``user``: a missed spam lowers their thresholds by
+        ``threshold_step``, a false positive raises them by ``threshold_fp_step``, within the
+        clamp. Returns the new shift. Read then add (the store has no compare-and-set): two
+        nodes recording at the same instant can overshoot, and every read clamps again."""
+        if outcome not in ("missed_spam", "false_positive"):
+            raise ValueError(f"outcome must be 'missed_spam' or 'false_positive', not {outcome!r}")
+        if not self.users.threshold_moves or self._counters is None:
+            return 0.0
+        key = _shift_key(user)
+        current = (await self._counters.get_counters([key])).get(key, 0.0)
+        step = -self.users.threshold_step if outcome == "missed_spam" else self.users.threshold_fp_step
+        new = self._clamp(self._clamp(current) + step)
+        if new != current:
+            # lives as long as the reports behind it are kept
+            await self._counters.incr_many({key: new - current}, ttl=self.users.report_retention_days * 86400.0)
+        return new
+
+    async def reset_shift(self, user: str) -> None:
+        """Forget what the user's reports did to their thresholds."""
+        await self.store.delete(_shift_key(user))
 
     def decide(
         self,

@@ -11,7 +11,10 @@ that shares the store (SQLite file, Redis). Keys, all expiring after the retenti
   cut to ``max_stored_bytes``;
 * ``report:day:<YYYYMMDD>``  a set of ``<digest>:<user>`` per UTC day, so that reports since
   a time can be listed without scanning the store;
-* ``report:user:<user>:<label>``  a set of digests, for counts per user and label.
+* ``report:user:<user>:<label>``  a set of digests, for counts per user and label;
+* ``report:n:<digest>:<label>``  a counter: how many distinct users report the message that
+  way now (a replaced report moves its user from one counter to the other), so that
+  `ReportQueue.tally` can tell when enough users agree to learn a message globally.
 
 The digest is `mailguard.reports.report_digest` (normalised, so copies that travelled
 differently agree); users are expected in canonical form (`mailguard.addresses`).
@@ -88,6 +91,7 @@ class ReportOutcome:
     report: Report  # the report now stored (for duplicate and stale: the one already there)
     previous: Label | None = None  # for replaced: the label it replaced
     learned: bool = False  # set by Scanner.report when the scorers learned from it
+    learned_globally: bool = False  # set by Scanner.report when enough users agreed to learn it for all
 
     @property
     def digest(self) -> str:
@@ -154,6 +158,10 @@ class ReportQueue:
             {rec_key: report.to_json(), _msg_key(digest): _FORMAT + zlib.compress(raw[: self.max_stored_bytes])},
             ttl=self.retention,
         )
+        votes = {_count_key(digest, label): 1.0}
+        if existing is not None:
+            votes[_count_key(digest, existing.label)] = -1.0
+        await self.store.incr_many(votes, ttl=self.retention)
         if existing is None:
             return ReportOutcome(status=ReportStatus.NEW, report=report)
         await self.store.remove_members({_user_key(user, existing.label): [digest]})
@@ -172,6 +180,14 @@ class ReportQueue:
         """How many messages ``user`` reported as spam and as ham within the retention period."""
         found = await self.store.get_members([_user_key(user, label) for label in _LABELS])
         return {label: len(found.get(_user_key(user, label), ())) for label in _LABELS}
+
+    async def tally(self, digest: str) -> dict[str, int]:
+        """How many distinct users report the message ``digest`` as spam and as ham: one read.
+        Counted from the reports made while this counter existed (it lives for the retention
+        period after the latest report of the message)."""
+        keys = {label: _count_key(digest, label) for label in _LABELS}
+        found = await self.store.get_counters(list(keys.values()))
+        return {label: max(0, round(found.get(key, 0.0))) for label, key in keys.items()}
 
     async def iter_reports(self, since: float | None = None) -> AsyncIterator[tuple[Report, bytes]]:
         """Every current report made at or after ``since`` (default: the whole retention
@@ -228,6 +244,10 @@ def _msg_key(digest: str) -> str:
 
 def _user_key(user: str, label: str) -> str:
     return f"report:user:{user}:{label}"
+
+
+def _count_key(digest: str, label: str) -> str:
+    return f"report:n:{digest}:{label}"
 
 
 def _day_key(when: float) -> str:

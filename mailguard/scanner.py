@@ -23,7 +23,7 @@ from .message import Envelope, MessageContext
 from .model import ModelBundle, load_model
 from .policy import Policy, canonical_user
 from .reportqueue import ReportOutcome, ReportQueue
-from .result import Hit, ScanResult, ScorerFailure
+from .result import Action, Hit, ScanResult, ScorerFailure
 from .scorer import Label, Scorer, Services, Source, load_scorer
 from .stores import Store, open_store
 
@@ -72,7 +72,7 @@ class Scanner:
         if not self.config.scanner.network:
             scorers = [s for s in scorers if not s.info.network]
         self.scorers: list[Scorer] = list(scorers)
-        self.policy = Policy(self.config.policy, self.store)
+        self.policy = Policy(self.config.policy, self.store, self.config.users)
         self._runner: asyncio.Runner | None = None
 
     # -- scanning -------------------------------------------------------------------------
@@ -196,17 +196,66 @@ class Scanner:
     async def report(self, message: bytes, label: Label, *, user: str, source: str = "api") -> ReportOutcome:
         """A person says ``message`` is ``label``: queue the report (deduplicated per message
         and user, see mailguard/reportqueue.py) and, when it is new or reverses that user's
-        earlier report, learn it for that user at once, so the next scan on any node sharing
-        the store sees it. ``user`` is canonicalised ([users] aliases, +tags); ValueError if it
-        is not an address. A reversed report cannot take back what the first label taught
-        the scorers (they do not un-learn); learning globally is left to the caller."""
+        earlier report:
+
+        1. re-scan it for that user to see the verdict they got, and move their thresholds
+           (`Policy.move_thresholds`): spam that was accepted or only tagged is a missed spam,
+           ham that was junked, quarantined or rejected a false positive;
+        2. learn it for that user at once, so the next scan on any node sharing the store
+           sees it;
+        3. learn it globally, once, when at least ``[users] global_after`` distinct users
+           report it the same way and at most ``global_max_dissent`` of its reporters say the
+           opposite: one user alone never moves the global model.
+
+        ``user`` is canonicalised ([users] aliases, +tags); ValueError if it is not an address.
+        A reversed report cannot take back what the first label taught the scorers (they do
+        not un-learn)."""
         users = self.config.users
         canonical = canonical_address(user, aliases=users.aliases, plus_separators=users.plus_separators)
-        outcome = await ReportQueue.from_config(self.store, users).add(message, canonical, label, source)
+        queue = ReportQueue.from_config(self.store, users)
+        outcome = await queue.add(message, canonical, label, source)
         if not outcome.changed:
             return outcome
-        learned = await self.learn(message, label, user=canonical, source="report")
-        return dataclasses.replace(outcome, learned=learned)
+        ctx = self.context(message)  # parsed once for the re-scan and both learns
+        await self._move_thresholds(ctx, label, canonical)
+        learned = await self.learn(ctx, label, user=canonical, source="report")
+        learned_globally = await self._learn_agreed(queue, ctx, outcome)
+        return dataclasses.replace(outcome, learned=learned, learned_globally=learned_globally)
+
+    async def _move_thresholds(self, ctx: MessageContext, label: Label, user: str) -> None:
+        """Move ``user``'s thresholds by what the report says about the verdict they got
+        (the message re-scanned now, before its report is learned)."""
+        try:
+            action = (await self.scan(ctx, user=user)).verdict.action
+            if label == "spam" and action in (Action.ACCEPT, Action.TAG):
+                await self.policy.move_thresholds(user, "missed_spam")
+            elif label == "ham" and action in (Action.JUNK, Action.QUARANTINE, Action.REJECT):
+                await self.policy.move_thresholds(user, "false_positive")
+        except MailguardError as exc:
+            log.warning("moving the thresholds of %s failed: %s", user, exc)
+
+    async def _learn_agreed(self, queue: ReportQueue, ctx: MessageContext, outcome: ReportOutcome) -> bool:
+        """Learn the report globally once enough distinct users agree (see `report`). Once per
+        report digest and label, whichever copy of the message each user reported."""
+        users = self.config.users
+        if users.global_after <= 0:
+            return False
+        label = outcome.report.label
+        try:
+            tally = await queue.tally(outcome.digest)
+            agree, dissent = tally[label], tally["ham" if label == "spam" else "spam"]
+            if agree < users.global_after or dissent > users.global_max_dissent * (agree + dissent):
+                return False
+            marker = f"learned:*:report:{outcome.digest}"
+            if await self.store.get(marker) == label.encode():
+                return False
+            learned = await self.learn(ctx, label, user=None, source="report")
+            if learned:  # else already learned this way (as this very copy), or it failed: ask again next time
+                await self.store.set(marker, label.encode(), ttl=_LEARNED_TTL)
+        except MailguardError as exc:
+            log.warning("learning report %s globally failed: %s", outcome.digest[:12], exc)
+            return False
+        return learned
 
     def report_sync(self, message: bytes, label: Label, **kw: Any) -> ReportOutcome:
         return self._run(self.report(message, label, **kw))

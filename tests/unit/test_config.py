@@ -29,7 +29,7 @@ def test_defaults_without_file():
     assert config.policy.level == "medium"
     assert config.store.backend == "sqlite"
     assert isinstance(config.store.path, Path)
-    assert config.scanner.scorers == ("bayes",)
+    assert config.scanner.scorers == ("bayes", "reputation", "fingerprint", "behaviour", "feedback")  # all local, no network
 
 
 def test_empty_file_gives_defaults(tmp_path):

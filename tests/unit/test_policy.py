@@ -283,3 +283,98 @@ def test_rewritten_subject_stays_single_line():
     verdict = decide(p, 7.0, subject="hi\r\nX-Injected: 1")
     assert verdict.subject.startswith("[SPAM] hi")
     assert "\n" not in verdict.subject and "\r" not in verdict.subject
+
+
+# -- thresholds moved by the user's reports ---------------------------------------------------
+
+from mailguard.config import UsersConfig, config_from_mapping  # noqa: E402
+
+
+def moving(users: UsersConfig | None = None, **kw) -> Policy:
+    return Policy(PolicyConfig(**kw), MemoryStore(), users or UsersConfig())
+
+
+def test_shifted_thresholds_stop_at_the_limits_but_keep_a_setting_already_past_them():
+    t = Thresholds(tag=2.0, junk=3.4, reject=9.5)
+    assert t.shifted(-0.5) == Thresholds(tag=1.5, junk=2.9, reject=9.0)
+    down = t.shifted(-1.5, floor=1.0, ceiling=10.0)
+    assert down == Thresholds(tag=1.0, junk=1.9, reject=8.0)
+    assert t.shifted(1.0, floor=1.0, ceiling=10.0) == Thresholds(tag=3.0, junk=4.4, reject=10.0)
+    low = Thresholds(tag=0.5, junk=12.0)  # set outside [1, 10] by hand: a shift never pulls it in
+    assert low.shifted(-1.0, floor=1.0, ceiling=10.0) == Thresholds(tag=0.5, junk=11.0)
+    assert low.shifted(1.0, floor=1.0, ceiling=10.0) == Thresholds(tag=1.5, junk=12.0)
+    assert t.shifted(0.0) is t
+
+
+def test_many_missed_spams_never_move_past_the_clamp():
+    users = UsersConfig(threshold_step=0.25, threshold_max_down=1.5, threshold_floor=1.0)
+    p = moving(users)
+    shifts = [run(p.move_thresholds("Bob@Example.net", "missed_spam")) for _ in range(20)]
+    assert shifts[:3] == [-0.25, -0.5, -0.75] and min(shifts) == -1.5 and shifts[-1] == -1.5
+    moved = run(p.thresholds_for("bob@example.net"))
+    assert moved.junk == pytest.approx(LEVELS["medium"].junk - 1.5)
+    assert moved.tag == 1.0  # 2.0 - 1.5 would be below the floor
+    assert run(p.thresholds_for("carol@example.net")) == p.default  # nobody else moves
+
+
+def test_a_false_positive_moves_up_twice_the_step_and_is_clamped_too():
+    p = moving(UsersConfig(threshold_step=0.25, threshold_fp_step=0.5, threshold_max_up=1.0))
+    run(p.move_thresholds("bob@example.net", "missed_spam"))
+    assert run(p.move_thresholds("bob@example.net", "false_positive")) == pytest.approx(0.25)
+    assert run(p.thresholds_for("bob@example.net")).junk == pytest.approx(LEVELS["medium"].junk + 0.25)
+    for _ in range(10):
+        run(p.move_thresholds("bob@example.net", "false_positive"))
+    assert run(p.shift_for("bob@example.net")) == 1.0
+    assert run(p.thresholds_for("bob@example.net")).junk == pytest.approx(LEVELS["medium"].junk + 1.0)
+    with pytest.raises(ValueError):
+        run(p.move_thresholds("bob@example.net", "ham"))
+
+
+def test_explicit_thresholds_move_unless_fixed():
+    p = moving()
+    run(p.set_user("bob@example.net", level="high", thresholds={"reject": 8.0}))
+    run(p.move_thresholds("bob@example.net", "false_positive"))
+    high = LEVELS["high"]
+    assert run(p.thresholds_for("bob@example.net")) == Thresholds(tag=high.tag + 0.5, junk=high.junk + 0.5, reject=8.5)
+    run(p.set_user("bob@example.net", level="high", thresholds={"reject": 8.0}, moves=False))
+    assert run(p.thresholds_for("bob@example.net")) == LEVELS["high"].with_overrides({"reject": 8.0})
+    assert run(p.user_record("bob@example.net")) == (LEVELS["high"].with_overrides({"reject": 8.0}), False)
+    run(p.reset_shift("bob@example.net"))
+    assert run(p.shift_for("bob@example.net")) == 0.0
+
+
+def test_moves_turned_off_in_config_record_nothing():
+    p = moving(UsersConfig(threshold_moves=False))
+    assert run(p.move_thresholds("bob@example.net", "missed_spam")) == 0.0
+    assert run(p.store.get_counters(["policy:shift:bob@example.net"])) == {}
+    assert run(p.thresholds_for("bob@example.net")) == p.default
+
+
+def test_a_shift_stored_out_of_bounds_is_clamped_when_read():
+    p = moving(UsersConfig(threshold_max_down=0.5))
+    run(p.store.incr_many({"policy:shift:bob@example.net": -40.0}))
+    assert run(p.shift_for("bob@example.net")) == -0.5
+    # and the next move starts from the clamped value, not from -40
+    assert run(p.move_thresholds("bob@example.net", "false_positive")) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize(
+    "section",
+    [
+        {"threshold_step": -0.1},
+        {"threshold_floor": 5.0, "threshold_ceiling": 4.0},
+        {"threshold_moves": "yes"},
+        {"global_after": 1},
+        {"global_after": 2.5},
+        {"global_max_dissent": 0.5},
+        {"threshold_max_up": "far"},
+    ],
+)
+def test_users_section_refuses_bad_feedback_settings(section):
+    with pytest.raises(ConfigError):
+        config_from_mapping({"users": section})
+
+
+def test_users_section_accepts_feedback_settings():
+    users = config_from_mapping({"users": {"threshold_step": 0.5, "global_after": 0, "global_max_dissent": 0}}).users
+    assert users.threshold_step == 0.5 and users.global_after == 0 and users.global_max_dissent == 0.0

@@ -1,0 +1,157 @@
+"""End to end through the API: a spam campaign, user reports, per-user then global learning.
+
+The scanner runs the default local scorers (bayes, reputation, fingerprint, behaviour) plus
+feedback, on a SQLite store, with the shipped model (models/default): the campaign is an
+ordinary-looking business pitch that the model lets through. Every "after" is checked
+against a "before" on the same scanner, so the test fails if reports change nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email.utils
+import time
+
+import pytest
+
+from mailguard.config import Config, StoreConfig, UsersConfig
+from mailguard.message import Envelope
+from mailguard.model import ModelBundle, load_model
+from mailguard.reportqueue import ReportStatus
+from mailguard.result import Action
+from mailguard.scanner import Scanner
+from mailguard.stores.sqlite import SqliteStore
+
+CAUGHT = (Action.JUNK, Action.QUARANTINE, Action.REJECT)
+SENT = email.utils.formatdate(time.time() - 600)  # one campaign, one Date header
+CAMPAIGN_BODY = (
+    "Hello,\r\n\r\nOur agency places sponsored articles on regional news portals and we have\r\n"
+    "openings this quarter. Placement includes a permanent backlink and social promotion.\r\n"
+    "Rates start at 120 EUR per article. Reply with the sites you manage and we will send\r\n"
+    "our media kit and availability calendar.\r\n\r\nKind regards,\r\nMarta Kowalczyk\r\nOutreach Manager\r\n"
+)
+
+
+def campaign_copy(rcpt: str, n: int) -> tuple[bytes, Envelope]:
+    """Copy ``n`` of the campaign as our MX delivers it to ``rcpt``: the same message
+    (Bcc-style) with its own Received line, from one of the sender's relays."""
+    now = email.utils.formatdate(time.time())
+    ip = f"203.0.113.{10 + n % 5}"
+    raw = (
+        f"Received: from relay{n}.outreach-mail.example (relay{n}.outreach-mail.example [{ip}])\r\n"
+        f"\tby mx.example.net with ESMTP id Q{n:04d}\r\n\tfor <{rcpt}>; {now}\r\n"
+        "From: Marta Kowalczyk <marta@outreach-mail.example>\r\n"
+        "To: undisclosed-recipients:;\r\n"
+        "Subject: Sponsored article placement on news portals\r\n"
+        f"Date: {SENT}\r\n"
+        "Message-ID: <campaign-77@outreach-mail.example>\r\n"
+        "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" + CAMPAIGN_BODY
+    ).encode()
+    return raw, Envelope(client_ip=ip, helo=f"relay{n}.outreach-mail.example", mail_from="bounce@outreach-mail.example", rcpt_to=(rcpt,))
+
+
+@pytest.fixture(scope="module")
+def shipped_model() -> ModelBundle:
+    return load_model(Config().model.path)
+
+
+@pytest.fixture()
+def scanner(shipped_model, tmp_path):
+    path = tmp_path / "store.sqlite3"
+    config = Config(store=StoreConfig(backend="sqlite", path=path), users=UsersConfig(global_after=3))
+    scorers = (*config.scanner.scorers, "feedback")
+    config = config.replace(scanner=dataclasses.replace(config.scanner, network=False, scorers=scorers))
+    with Scanner(config, store=SqliteStore(path), model=shipped_model) as node:
+        yield node
+
+
+def points(result, symbol: str) -> float:
+    return sum(c.points for c in result.contributions if c.symbol == symbol)
+
+
+def test_campaign_caught_for_the_reporter_at_once_and_for_everyone_after_three_users(scanner):
+    users = ["alice@example.net", "bob@example.net", "carol@example.net"]
+    stream = iter(range(100))
+
+    def deliver(rcpt: str):
+        raw, envelope = campaign_copy(rcpt, next(stream))
+        return raw, scanner.scan_sync(raw, envelope)
+
+    # the campaign arrives: nobody's copy is caught
+    delivered = {user: deliver(user) for user in users}
+    before = {user: result for user, (_, result) in delivered.items()}
+    assert all(r.verdict.action not in CAUGHT for r in before.values())
+    assert {"bayes", "reputation", "fingerprint", "behaviour", "feedback"} <= {s.name for s in scanner.scorers}
+
+    # Alice reports her copy (as her mail client hands it over, CRLF -> LF): learned for her only
+    outcome = scanner.report_sync(delivered["alice@example.net"][0].replace(b"\r\n", b"\n"), "spam", user="Alice+junk@example.net")
+    assert outcome.status is ReportStatus.NEW and outcome.learned and not outcome.learned_globally
+    assert scanner._run(scanner.policy.shift_for("alice@example.net")) < 0  # she got it through: a missed spam
+
+    _, alice_next = deliver("alice@example.net")
+    _, bob_next = deliver("bob@example.net")
+    assert alice_next.verdict.action in CAUGHT and alice_next.score > before["alice@example.net"].score
+    assert bob_next.verdict.action not in CAUGHT  # one user's report never moves anyone else
+    assert bob_next.score < bob_next.verdict.required
+
+    # Bob reports too: two users agree, still below global_after
+    assert not scanner.report_sync(delivered["bob@example.net"][0], "spam", user="bob@example.net").learned_globally
+    _, dave_early = deliver("dave@example.net")
+    # the global model has not moved: a new user's copy gets the same Bayes points as before
+    # any report, and no fingerprint of it is known (reputation does count the reports, each
+    # user's share capped; see mailguard/scorers/reputation.py)
+    assert points(dave_early, "BAYES") == pytest.approx(points(before["bob@example.net"], "BAYES"))
+    assert points(dave_early, "FUZZY_SPAM") == 0.0
+
+    # the same user reporting again counts once
+    again = scanner.report_sync(delivered["bob@example.net"][0], "spam", user="bob@example.net")
+    assert again.status is ReportStatus.DUPLICATE and not again.learned_globally
+
+    # a third user agrees: the copy is learned globally, once
+    third = scanner.report_sync(delivered["carol@example.net"][0], "spam", user="carol@example.net")
+    assert third.learned_globally
+    fourth_raw, _ = campaign_copy("erin@example.net", 50)
+    assert not scanner.report_sync(fourth_raw, "spam", user="erin@example.net").learned_globally
+
+    # a brand-new user's copy is caught now, with her own thresholds untouched
+    _, dave_now = deliver("dave@example.net")
+    _, frank = deliver("frank@example.net")
+    assert scanner._run(scanner.policy.shift_for("frank@example.net")) == 0.0
+    for late in (dave_now, frank):
+        assert late.verdict.action in CAUGHT and late.score > dave_early.score
+        assert points(late, "BAYES") > points(dave_early, "BAYES") and points(late, "FUZZY_SPAM") > 0
+
+
+def test_a_false_positive_report_raises_that_users_thresholds_and_rescues_the_sender(scanner):
+    newsletter = (
+        b"From: Club News <news@club.example>\r\nTo: gina@example.net\r\nSubject: offer\r\n\r\n"
+        + b" ".join([b"cheap offer discount bonus prize winner"] * 6)
+        + b"\r\n"
+    )
+    envelope = Envelope(client_ip="198.51.100.7", mail_from="news@club.example", rcpt_to=("gina@example.net",))
+    first = scanner.scan_sync(newsletter, envelope)
+    assert first.verdict.action in CAUGHT  # spam words: junked for everyone
+    outcome = scanner.report_sync(newsletter, "ham", user="gina@example.net")
+    assert outcome.learned and not outcome.learned_globally
+    assert scanner._run(scanner.policy.shift_for("gina@example.net")) == pytest.approx(scanner.config.users.threshold_fp_step)
+    after = scanner.scan_sync(newsletter, envelope)
+    assert after.verdict.action not in CAUGHT
+    # allow_after = 1: the sender is on her allow list now, and the verdict says so
+    assert "USER_ALLOW" in {c.symbol for c in after.contributions}
+    # nobody else: the same newsletter is still junked for another recipient
+    other = scanner.scan_sync(newsletter, dataclasses.replace(envelope, rcpt_to=("henry@example.net",)))
+    assert other.verdict.action in CAUGHT
+    assert scanner._run(scanner.policy.shift_for("henry@example.net")) == 0.0
+
+
+def test_global_learning_waits_while_too_many_reporters_disagree(scanner):
+    says = [("ann", "spam"), ("ben", "ham"), ("cat", "spam"), ("dan", "spam"), ("eve", "spam")]
+    outcomes = {}
+    for n, (name, label) in enumerate(says):
+        raw, _ = campaign_copy(f"{name}@example.net", n)
+        outcomes[name] = scanner.report_sync(raw, label, user=f"{name}@example.net")
+    digest = outcomes["ann"].digest
+    assert all(o.digest == digest for o in outcomes.values())  # copies of one message
+    # 3 agree but 1 of 4 (25%) dissents: above global_max_dissent (20%); 4 of 5 is enough
+    assert [o.learned_globally for o in outcomes.values()] == [False, False, False, False, True]
+    assert scanner.config.users.global_max_dissent == 0.2

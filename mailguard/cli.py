@@ -1,8 +1,9 @@
-"""Command line: ``mailguard scan|train|eval|user|report|doctor|milter``.
+"""Command line: ``mailguard scan|train|eval|retrain|model|user|report|doctor|milter``.
 
 Errors about one input (an unreadable file, a bad CSV row) print one line on stderr and
 the rest is still processed; the exit status is then 1. Usage and start-up errors
-(bad config, missing model) exit 2.
+(bad config, missing model) exit 2. ``retrain`` exits 3 when the promotion gate refuses the
+candidate (it is kept as a version, not put in service).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import datetime
 import json
 import logging
 import os
@@ -23,10 +25,10 @@ import numpy as np
 from . import __version__
 from .addresses import canonical_address
 from .config import Config, StoreConfig, load_config
-from .datasets import load_corpus
 from .errors import MailguardError
 from .evaluate import quality_metrics
-from .model import load_model, save_model
+from .datasets import Sample, load_corpus
+from .model import ModelBundle, load_model, save_model
 from .policy import LEVELS
 from .reportqueue import check_source
 from .reports import arf_label, iter_messages
@@ -141,14 +143,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     for line in errors:
         _error(line)
     progress = _Progress(args.progress or sys.stderr.isatty())
-    bundle, info, read_errors = train(samples, limits=config.limits, progress=progress)
+    bundle, info, read_errors = train(samples, config=config, progress=progress)
     for line in read_errors:
         _error(line)
     info["source"] = {"labels": str(args.labels), "exclude_fold": args.exclude_fold}
     info["version"] = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = save_model(bundle, args.out, info)
     print(f"model written to {out}: {info['training_data']['ham']} ham, {info['training_data']['spam']} spam, {info['vocabulary']} tokens")
+    if args.seed_store:
+        seeded = _seed_store(config, bundle, samples, progress)
+        print(f"store seeded with {seeded} labelled messages (reputation, fingerprints)")
     return 1 if errors or read_errors else 0
+
+
+def _seed_store(config: Config, bundle: ModelBundle, samples: list[Sample], progress: _Progress) -> int:
+    """What `mailguard train` teaches the store in service: the corpus's senders and fingerprints."""
+    from .train import read_sample, seed
+
+    labelled = []
+    for sample in samples:
+        try:
+            labelled.append((read_sample(sample), sample.y))
+        except OSError:
+            continue  # already reported while training
+    scanner = Scanner(config.replace(scanner=dataclasses.replace(config.scanner, network=False)), model=bundle)
+    try:
+        scanner._run(seed(scanner, labelled, progress))
+    finally:
+        scanner.close()
+    return len(labelled)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -194,14 +217,63 @@ def cmd_user(args: argparse.Namespace) -> int:
     config = _load_config(args)
     scanner = Scanner(config, scorers=[])
     try:
-        if args.action == "set":
-            overrides = {k: getattr(args, k) for k in ("tag", "junk", "quarantine", "reject") if getattr(args, k) is not None}
-            overrides = {k: (None if v < 0 else v) for k, v in overrides.items()}
-            scanner._run(scanner.policy.set_user(args.address, level=args.level, thresholds=overrides))
-        thresholds = scanner._run(scanner.policy.thresholds_for(args.address))
-        print(f"{args.address}: " + " ".join(f"{k}={v}" for k, v in thresholds.__dict__.items()))
+        return int(scanner._run(_user(args, scanner)))
     finally:
         scanner.close()
+
+
+async def _user(args: argparse.Namespace, scanner: Scanner) -> int:
+    """show | set thresholds, allow | block | unallow | unblock list entries; `show` prints
+    the lists, then the thresholds in effect (after the shift the user's reports made)."""
+    from .policy import canonical_user
+    from .scorer import Services
+    from .scorers.feedback import FeedbackScorer, ListFull, format_entry, parse_entry
+
+    config = scanner.config
+    user = canonical_user(args.address, config.users)
+    section = config.scorers.get("feedback", {})
+    lists = FeedbackScorer.from_config(section, Services(config, scanner.store, None)).lists
+    if args.action in ("allow", "block", "unallow", "unblock"):
+        if args.entry is None:
+            raise ValueError(f"mailguard user {args.action} needs an ENTRY: an address or @domain")
+        member = parse_entry(args.entry)
+        kind = args.action.removeprefix("un")
+        shown = format_entry(member)
+        if args.action.startswith("un"):
+            if not await lists.remove(user, kind, member):
+                _error(f"{user}: {shown} is not on the {kind} list")
+                return 1
+            print(f"{user}: removed {shown} from the {kind} list")
+            return 0
+        try:
+            added = await lists.add(user, kind, member)
+        except ListFull as exc:
+            _error(str(exc))
+            return 1
+        print(f"{user}: {'added' if added else 'already had'} {shown} {'to' if added else 'on'} the {kind} list")
+        if "feedback" not in config.scanner.scorers:
+            print('mailguard: note: the lists are only read when "feedback" is in [scanner] scorers', file=sys.stderr)
+        return 0
+    if args.entry is not None:
+        raise ValueError("ENTRY goes with allow, block, unallow and unblock, not with " + args.action)
+    policy = scanner.policy
+    if args.action == "set":
+        overrides = {k: getattr(args, k) for k in ("tag", "junk", "quarantine", "reject") if getattr(args, k) is not None}
+        overrides = {k: (None if v < 0 else v) for k, v in overrides.items()}
+        if args.level is not None or overrides or args.moves is not None or not args.reset_shift:
+            await policy.set_user(user, level=args.level, thresholds=overrides, moves=args.moves)
+        if args.reset_shift:
+            await policy.reset_shift(user)
+    if args.action == "show":
+        found = await lists.get(user)
+        for kind in ("allow", "block"):
+            entries = " ".join(sorted(format_entry(m) for m in found[kind]))
+            print(f"{user} {kind}: {entries or '(none)'}")
+    thresholds = await policy.thresholds_for(user)
+    _, moves = await policy.user_record(user)
+    shift = await policy.shift_for(user)
+    note = f" (moved {shift:+.2f} by reports)" if moves and shift else " (fixed)" if not moves else ""
+    print(f"{user}: " + " ".join(f"{k}={v}" for k, v in thresholds.__dict__.items()) + note)
     return 0
 
 
@@ -271,6 +343,87 @@ def cmd_report(args: argparse.Namespace) -> int:
         scanner.close()
 
 
+def _reports_since(value: str) -> tuple[bool, float | None]:
+    """``--reports``: ``all``, ``none``, or ``since=ISO-DATE`` (a bare date works too; UTC unless it says)."""
+    if value in ("all", "none"):
+        return value == "all", None
+    text = value.removeprefix("since=")
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--reports takes all, none or since=ISO-DATE, not {value!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return True, when.timestamp()
+
+
+def cmd_retrain(args: argparse.Namespace) -> int:
+    from .retrain import EXIT_REFUSED, RetrainSettings, format_comparison, retrain
+
+    config = _load_config(args)
+    use_reports, since = _reports_since(args.reports)
+    settings = RetrainSettings(
+        holdout_fold=args.holdout_fold,
+        use_reports=use_reports,
+        since=since,
+        holdout_reports=args.holdout_reports,
+        max_user_share=args.max_user_share,
+        tolerance=args.tolerance,
+        force=args.force,
+    )
+    samples, errors = load_corpus(args.base, args.root)
+    for line in errors:
+        _error(line)
+    progress = _Progress(args.progress or sys.stderr.isatty())
+    result = retrain(samples, out=args.out, config=config, settings=settings, labels_source=str(args.base), progress=progress)
+    for line in result.errors:
+        _error(line)
+    print(format_comparison(result))
+    if not result.promoted:
+        return EXIT_REFUSED
+    if Path(config.model.path).resolve() != Path(args.out).resolve():
+        print(f"note: the configured model is {config.model.path}; set [model] path = \"{args.out}\" to use {args.out}", file=sys.stderr)
+    return 1 if errors or result.errors else 0
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    from .model import history, is_versioned, list_versions, promote, rollback
+
+    root = Path(_load_config(args).model.path)
+    if args.action == "rollback":
+        old, new = rollback(root, note="mailguard model rollback")
+        print(f"{root}: {new} is in service again (was {old}); running milters load it on SIGHUP")
+        return 0
+    if args.action == "promote":
+        previous = promote(root, args.version, note="mailguard model promote")
+        print(f"{root}: {args.version} is in service (was {previous or 'none'}); running milters load it on SIGHUP")
+        return 0
+    if not is_versioned(root) and (root / "manifest.json").exists():
+        print(f"{root}: a single unversioned model, version {load_model(root).version}")
+        return 0
+    versions = list_versions(root)
+    if not versions:
+        raise MailguardError(f"{root}: no model versions here")
+    promoted = {e.version for e in history(root) if e.action == "promote"}
+    for v in versions:
+        m = v.manifest or {}
+        gate = m.get("gate") or {}
+        status = {"promoted": "gate passed", "refused": "gate REFUSED", "forced": "gate forced"}.get(
+            str(gate.get("decision")), "imported" if "imported_from" in m else "-"
+        )
+        data = m.get("training_data") or {}
+        line = (
+            f"{'*' if v.current else ' '} {v.name:<8} {str(m.get('created', '?')):<20} {status:<12}"
+            f" {'was in service' if v.name in promoted else 'never in service':<16} {data.get('ham', '?')} ham, {data.get('spam', '?')} spam"
+        )
+        if v.problem:
+            line += f"  BROKEN: {v.problem}"
+        elif gate.get("decision") in ("refused", "forced"):
+            line += "  (" + "; ".join(str(r) for r in gate.get("failed", [])) + ")"
+        print(line)
+    return 0
+
+
 def cmd_milter(args: argparse.Namespace) -> int:
     try:
         from .milter import run_milter
@@ -309,6 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "train":
             p.add_argument("--exclude-fold", type=int, help="leave this fold out (to evaluate on it later)")
             p.add_argument("--out", required=True, help="model directory to write")
+            p.add_argument(
+                "--no-seed-store", dest="seed_store", action="store_false",
+                help="do not teach the configured store the corpus's senders and fingerprints",
+            )
         else:
             p.add_argument("--folds", type=int, default=5)
             p.add_argument("--threshold", type=float, help="score threshold (default: the policy's required score)")
@@ -319,12 +476,17 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--store", help="SQLite store file")
     doctor.set_defaults(func=cmd_doctor)
 
-    user = sub.add_parser("user", help="show or set a user's spam thresholds")
-    user.add_argument("action", choices=("show", "set"))
+    user = sub.add_parser("user", help="show or set a user's spam thresholds and sender allow/block lists")
+    user.add_argument("action", choices=("show", "set", "allow", "block", "unallow", "unblock"))
     user.add_argument("address")
+    user.add_argument("entry", nargs="?", help="allow/block/unallow/unblock: a sender address or @domain (subdomains too)")
     user.add_argument("--level", choices=sorted(LEVELS))
     for name in ("tag", "junk", "quarantine", "reject"):
         user.add_argument(f"--{name}", type=float, help=f"score for {name} (negative: turn it off)")
+    moving = user.add_mutually_exclusive_group()
+    moving.add_argument("--fixed", dest="moves", action="store_const", const=False, help="set: the user's reports do not move these thresholds")
+    moving.add_argument("--moving", dest="moves", action="store_const", const=True, help="set: the user's reports move them (the default)")
+    user.add_argument("--reset-shift", action="store_true", help="set: forget how far the user's reports moved the thresholds")
     user.add_argument("--store", help="SQLite store file")
     user.set_defaults(func=cmd_user)
 
@@ -342,6 +504,36 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--store", help="SQLite store file (default: $MAILGUARD_STORE or the XDG state dir)")
     report.add_argument("paths", nargs="+", metavar="PATH", help="message file, Maildir, mbox file, directory, or - for standard input")
     report.set_defaults(func=cmd_report)
+
+    retrain = sub.add_parser(
+        "retrain", help="train a candidate on a corpus plus users' reports; promote it only if it is no worse (exit 3 if refused)"
+    )
+    retrain.add_argument("--base", required=True, help="CSV with path,label[,fold], or a folder with ham/ and spam/")
+    retrain.add_argument("--root", help="folder the CSV paths are relative to (default: the CSV's folder)")
+    retrain.add_argument("--reports", default="all", help="reports from the store: all (default), none, or since=ISO-DATE")
+    retrain.add_argument("--holdout-fold", type=int, help="base fold held out for evaluation (default 0)")
+    retrain.add_argument("--holdout-reports", type=float, default=0.2, help="newest share of reports held out (default 0.2)")
+    retrain.add_argument("--max-user-share", type=float, default=0.1, help="most of the report data one user may count (default 0.1)")
+    retrain.add_argument("--tolerance", type=float, default=0.0, help="catch rate the candidate may lose, e.g. 0.01 (default 0)")
+    retrain.add_argument("--out", required=True, help="versioned model directory to add the candidate to")
+    retrain.add_argument("--force", action="store_true", help="promote even if the gate refuses (recorded in the manifest)")
+    retrain.add_argument("--model", help="the model in service to compare with (default: the configured model)")
+    retrain.add_argument("--store", help="SQLite store file with the reports (default: the configured store)")
+    retrain.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
+    retrain.set_defaults(func=cmd_retrain)
+
+    model = sub.add_parser("model", help="list the versions of a model directory, roll back, or promote a version")
+    model_sub = model.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("list", "list versions: * marks the one in service"),
+        ("rollback", "put the previously promoted version back in service"),
+        ("promote", "put VERSION in service (its hashes are checked first)"),
+    ):
+        p = model_sub.add_parser(action, help=text)
+        if action == "promote":
+            p.add_argument("version", metavar="VERSION")
+        p.add_argument("--model", help="model directory (default: the configured model)")
+    model.set_defaults(func=cmd_model)
 
     milter = sub.add_parser("milter", help="run the Postfix milter daemon in the foreground ([milter] in the config)")
     # also accepted after the subcommand; SUPPRESS keeps a global --config from being reset

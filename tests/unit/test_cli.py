@@ -221,3 +221,138 @@ def test_report_refuses_contradicting_arf_and_bad_arguments(tiny_model, tmp_path
     assert "more than 1 messages" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["report", "--spam", "--ham", "--user", "bob@example.net", str(paths["eml"])])
+
+
+# -- retrain and model versions ------------------------------------------------------------------
+
+
+def test_model_list_rollback_and_promote(tiny_model, tmp_path, capsys):
+    from mailguard.model import current_version, promote, save_model, save_version
+
+    root = tmp_path / "models" / "site"
+    for _ in range(2):
+        promote(root, save_version(tiny_model, root, {}))
+    assert main(["model", "list", "--model", str(root)]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in listed] == ["v1", "*"] and listed[1].split()[1] == "v2"
+
+    assert main(["model", "rollback", "--model", str(root)]) == 0
+    assert "v1 is in service again (was v2)" in capsys.readouterr().out
+    assert current_version(root) == "v1"
+    assert main(["model", "rollback", "--model", str(root)]) == 2
+    assert "nothing to roll back" in capsys.readouterr().err
+    assert current_version(root) == "v1"
+
+    assert main(["model", "promote", "v2", "--model", str(root)]) == 0
+    assert current_version(root) == "v2"
+    assert main(["model", "promote", "v7", "--model", str(root)]) == 2
+    assert current_version(root) == "v2"
+    plain = save_model(tiny_model, tmp_path / "plain", {"version": "shipped"})
+    assert main(["model", "list", "--model", str(plain)]) == 0
+    assert "single unversioned model, version shipped" in capsys.readouterr().out
+
+
+def test_retrain_promotes_then_refuses_mislabelled_reports(corpus, tmp_path, capsys):
+    import asyncio
+    import os
+    import time
+
+    from mailguard.model import current_version
+    from mailguard.reportqueue import ReportQueue
+    from mailguard.stores.sqlite import SqliteStore
+
+    from ..conftest import SPAM_WORDS, make_message
+
+    config = tmp_path / "mailguard.toml"
+    config.write_text('[scanner]\nscorers = ["bayes"]\n')
+    out = tmp_path / "models" / "site"
+    retrain = ["--config", str(config), "retrain", "--base", str(corpus / "labels.csv"), "--out", str(out), "--model", str(out)]
+    assert main([*retrain, "--reports", "none"]) == 0  # no model in service yet: the sanity check decides
+    assert "PROMOTED: v1" in capsys.readouterr().out and current_version(out) == "v1"
+
+    async def poison() -> None:  # twelve colluding users report spam as ham
+        store = SqliteStore(os.environ["MAILGUARD_STORE"])
+        queue = ReportQueue(store)
+        for u in range(12):
+            for j in range(10):
+                await queue.add(make_message(SPAM_WORDS, subject="offer", seed=7000 + 100 * u + j), f"evil{u}@example.org", "ham", "cli")
+        await store.close()
+
+    asyncio.run(poison())
+    yesterday = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86400))
+    assert main([*retrain, "--reports", f"since={yesterday}"]) == 3
+    out_text = capsys.readouterr().out
+    assert "REFUSED: v2" in out_text and "base holdout: catch rate" in out_text
+    assert re.search(r"reports: 120 from 12 user\(s\)", out_text)
+    assert current_version(out) == "v1"
+    manifest = json.loads((out / "v2" / "manifest.json").read_text())
+    assert manifest["gate"]["decision"] == "refused"
+    assert main(["model", "list", "--model", str(out)]) == 0
+    listed = capsys.readouterr().out
+    assert re.search(r"^\* v1 .*gate passed", listed, re.M) and re.search(r"^  v2 .*gate REFUSED .*\(base holdout: catch rate", listed, re.M)
+    assert main(["model", "rollback", "--model", str(out)]) == 2  # v2 was never in service
+    assert main([*retrain, "--reports", "last-week"]) == 2
+
+
+# -- mailguard user allow|block|unallow|unblock|show ------------------------------------------
+
+
+def test_user_allow_block_lists(tmp_path, capsys):
+    assert main(["user", "allow", "Bob+x@Example.net", "@Shop.Example"]) == 0
+    from mailguard.config import Config
+
+    # a list nobody reads is a mistake worth a note
+    assert ('"feedback" is in [scanner] scorers' in capsys.readouterr().err) is ("feedback" not in Config().scanner.scorers)
+    assert main(["user", "block", "bob@example.net", "Spammer <deals+1@Bad.Example>"]) == 0
+    assert main(["user", "block", "bob@example.net", "@bad.example"]) == 0
+    capsys.readouterr()
+    assert main(["user", "show", "bob@example.net"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "bob@example.net allow: @shop.example"
+    assert lines[1] == "bob@example.net block: @bad.example deals@bad.example"
+    assert lines[2].startswith("bob@example.net: tag=") and "(moved" not in lines[2]
+    # allowing a blocked entry moves it; removing what is not listed says so (exit 1)
+    assert main(["user", "allow", "bob@example.net", "deals@bad.example"]) == 0
+    assert main(["user", "unblock", "bob@example.net", "deals@bad.example"]) == 1
+    assert "not on the block list" in capsys.readouterr().err
+    assert main(["user", "unallow", "bob@example.net", "@shop.example"]) == 0
+    assert main(["user", "show", "bob@example.net"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-3:-1] == ["bob@example.net allow: deals@bad.example", "bob@example.net block: @bad.example"]
+    # usage errors exit 2
+    for argv in (["user", "allow", "bob@example.net"], ["user", "block", "bob@example.net", "bad.example"], ["user", "show", "bob@example.net", "x@y.example"]):
+        assert main(argv) == 2
+    assert capsys.readouterr().err.count("mailguard: ") == 3
+
+
+def test_user_list_bound_from_config(tmp_path, capsys):
+    config = tmp_path / "mailguard.toml"
+    config.write_text("[scorers.feedback]\nmax_entries = 1\n")
+    assert main(["--config", str(config), "user", "block", "bob@example.net", "a@bad.example"]) == 0
+    assert main(["--config", str(config), "user", "block", "bob@example.net", "b@bad.example"]) == 1
+    assert "full (1 entries)" in capsys.readouterr().err
+    config.write_text("[scorers.feedback]\nmax_entries = 0\n")
+    assert main(["--config", str(config), "user", "show", "bob@example.net"]) == 2
+
+
+def test_user_thresholds_move_with_reports_unless_fixed(tiny_model, tmp_path, capsys):
+    from mailguard.model import save_model
+
+    from ..conftest import HAM_WORDS, make_message
+
+    model = save_model(tiny_model, tmp_path / "m", {})
+    missed = tmp_path / "missed.eml"  # ham-like words: accepted, so a spam report says it was missed
+    missed.write_bytes(make_message(HAM_WORDS, subject="agenda", seed=4242))
+    assert main(["report", "--spam", "--user", "bob@example.net", "--model", str(model), str(missed)]) == 0
+    capsys.readouterr()
+    assert main(["user", "show", "bob@example.net"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert "(moved -0.25 by reports)" in last and f"junk={LEVELS['medium'].junk - 0.25}" in last
+    assert main(["user", "set", "bob@example.net", "--junk", "5", "--fixed"]) == 0
+    assert capsys.readouterr().out.strip().endswith("junk=5.0 quarantine=None reject=None (fixed)")
+    assert main(["user", "set", "bob@example.net", "--moving"]) == 0
+    # like every `set`, it stores what it is given: the level's thresholds again, moved
+    assert f"junk={LEVELS['medium'].junk - 0.25} " in capsys.readouterr().out
+    assert main(["user", "set", "bob@example.net", "--reset-shift"]) == 0
+    out = capsys.readouterr().out
+    assert f"junk={LEVELS['medium'].junk} " in out and "moved" not in out

@@ -194,3 +194,121 @@ def test_unsorted_vocabulary_refused(saved):
     rewrite_manifest(directory, lambda m: {**m, "files": {**m["files"], "bayes.npz": digest}})
     with pytest.raises(ModelError, match="malformed"):
         load_model(directory)
+
+
+# -- versioned model directories (CURRENT, HISTORY, rollback) ---------------------------------
+
+import os  # noqa: E402
+
+from mailguard import model as model_module  # noqa: E402
+from mailguard.model import current_version, history, list_versions, promote, rollback, save_version  # noqa: E402
+
+
+@pytest.fixture()
+def versioned(tmp_path) -> Path:
+    """v1, v2, v3 saved (distinct combiner intercepts) and promoted in that order."""
+    root = tmp_path / "models" / "site"
+    for n in range(3):
+        bundle = tiny_bundle()
+        bundle.combiner.intercept_ += n
+        promote(root, save_version(bundle, root, {"metrics": {"n": n}}))
+    return root
+
+
+def test_versioned_load_follows_current(versioned):
+    assert current_version(versioned) == "v3"
+    loaded = load_model(versioned)
+    assert loaded.version == "v3" and loaded.path == versioned / "v3" and loaded.manifest["metrics"] == {"n": 2}
+    assert [v.name for v in list_versions(versioned)] == ["v1", "v2", "v3"]
+    assert [v.current for v in list_versions(versioned)] == [False, False, True]
+    assert not [p for p in versioned.iterdir() if p.name.startswith(".tmp-") or p.name.startswith(".CURRENT")]
+
+
+def test_rollback_goes_back_one_promotion_at_a_time(versioned):
+    intercept = {v: load_model(versioned / v).combiner.intercept_ for v in ("v1", "v2", "v3")}
+    assert rollback(versioned) == ("v3", "v2")
+    assert load_model(versioned).combiner.intercept_ == pytest.approx(intercept["v2"])
+    assert rollback(versioned) == ("v2", "v1")
+    with pytest.raises(ModelError, match="nothing to roll back"):
+        rollback(versioned)
+    assert current_version(versioned) == "v1"
+    assert promote(versioned, "v3") == "v1"
+    assert rollback(versioned) == ("v3", "v1")  # v2 was rolled back earlier: not in the stack any more
+    assert [e.action for e in history(versioned)] == ["promote"] * 3 + ["rollback"] * 2 + ["promote", "rollback"]
+
+
+@pytest.mark.parametrize("name", ["bayes.npz", "combiner.json"])
+def test_tampered_version_refused(versioned, name):
+    flip_byte(versioned / "v3" / name, 40)
+    with pytest.raises(ModelError, match="manifest hash"):
+        load_model(versioned)
+    assert [v.problem is not None for v in list_versions(versioned)] == [False, False, True]
+    flip_byte(versioned / "v3" / name, 40)  # restored
+    load_model(versioned)
+    flip_byte(versioned / "v2" / name, 40)
+    with pytest.raises(ModelError, match="manifest hash"):
+        rollback(versioned)  # never switches to a version that does not verify
+    with pytest.raises(ModelError, match="manifest hash"):
+        promote(versioned, "v2")
+    assert current_version(versioned) == "v3"
+
+
+@pytest.mark.parametrize("pointer", [b"../t1", b"v9", b"", b"v" * 300, b"\xff\xfe", b"v1/../v2"])
+def test_bad_current_pointer_refused(versioned, pointer):
+    (versioned / "CURRENT").write_bytes(pointer)
+    with pytest.raises(ModelError):
+        load_model(versioned)
+
+
+def test_bad_version_names_refused(versioned):
+    for name in ("../v1", "v1/x", "", ".hidden"):
+        with pytest.raises(ModelError):
+            promote(versioned, name)
+    assert current_version(versioned) == "v3"
+
+
+def test_interrupted_switch_keeps_the_old_version(versioned, monkeypatch):
+    real_replace = os.replace
+
+    def crash_on_current(src, dst):
+        if Path(dst).name == "CURRENT":
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(model_module.os, "replace", crash_on_current)
+    with pytest.raises(ModelError, match="cannot switch"):
+        promote(versioned, "v1")
+    monkeypatch.undo()
+    assert current_version(versioned) == "v3" and load_model(versioned).version == "v3"
+    assert not [p for p in versioned.iterdir() if p.name.startswith(".CURRENT")]
+    # HISTORY got the promotion, CURRENT did not: rollback refuses to guess, promote settles it
+    with pytest.raises(ModelError, match="settle"):
+        rollback(versioned)
+    promote(versioned, "v3")
+    assert rollback(versioned) == ("v3", "v1")
+
+
+def test_concurrent_versions_get_distinct_names(tmp_path):
+    import threading
+
+    root = tmp_path / "m"
+    names: list[str] = []
+    threads = [threading.Thread(target=lambda: names.append(save_version(tiny_bundle(), root, {}))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(names) == ["v1", "v2", "v3", "v4"]
+    assert all(load_model(root / n).version == n for n in names)
+    assert current_version(root) is None  # saved, none promoted
+    with pytest.raises(ModelError):
+        load_model(tmp_path / "nothing")
+
+
+def test_plain_and_versioned_directories_do_not_mix(saved, versioned):
+    _, plain = saved
+    with pytest.raises(ModelError, match="unversioned"):
+        save_version(tiny_bundle(), plain, {})
+    with pytest.raises(ModelError, match="versioned"):
+        save_model(tiny_bundle(), versioned, {"version": "x"})
+    assert load_model(plain).version == "t1" and load_model(versioned).version == "v3"

@@ -1,0 +1,419 @@
+"""Chronological replay of the public corpus, TREC style: scan each message, then feed back its label.
+
+    python benchmarks/replay.py [--corpora ../shared/corpora] [--warmup-pct 5] [--warmup-min 50]
+        [--mode train-everything|train-on-error] [--retrain-every N] [--store sqlite|memory]
+        [--limit N] [--no-bogofilter] [--no-plot]
+
+The 6,046 messages are put in the order they were written (the Date header; a Date that
+does not parse, or lies more than a week from the message's own newest Received hop, gives
+way to that hop's date; a message with neither keeps its place in the file order). Each
+filter then sees the stream once: score the message, then learn its true label at once
+(train-everything, or only the messages it got wrong with ``--mode train-on-error``).
+
+Where the filters start: TREC filters start empty, but mailguard's classifier regression
+and its combiner weights are fitted offline. So both filters start from the same warm-up,
+the first ``--warmup-pct`` of the stream (default 5%) extended until it holds
+``--warmup-min`` messages of each class (default 50: the corpus's spam starts a year before
+its ham, so its first 600 messages hold 4 ham, and nothing can be fitted on those):
+mailguard fits its model on it (exactly as ``mailguard train`` would, and seeds the store's
+reputation and fingerprints with it), bogofilter registers it; those messages are not
+counted. bogofilter's scores from a truly
+empty start over the whole stream are reported as well (its counts after the warm-up are
+the same either way in train-everything mode). mailguard learns through
+``Scanner.learn(raw, label, source="report")``, globally, into a fresh store (SQLite in a
+temporary directory by default); its regression weights stay those of the warm-up model,
+as they would between two offline retrainings; ``--retrain-every N`` adds those retrainings
+(every N scored messages, on all of the stream so far, as a nightly ``mailguard train`` would).
+
+Prints 1-AUC, TREC's lam%, false positives and negatives at each filter's own default
+threshold (mailguard: medium level; bogofilter: its spam_cutoff), the errors in each tenth
+of the stream and messages per second; writes out/replay.json, out/replay_scores.csv and
+the learning curve out/replay.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import email.utils
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+from scipy.special import expit, logit
+
+from mailguard.config import Config, StoreConfig
+from mailguard.datasets import Sample, load_labels
+from mailguard.evaluate import quality_metrics
+from mailguard.message import MessageContext
+from mailguard.model import ModelBundle
+from mailguard.policy import LEVELS
+from mailguard.scanner import Scanner
+from mailguard.scorers.bayes import message_ids
+from mailguard.stores import MemoryStore, SqliteStore
+from mailguard.train import fit_model, seed
+
+MODES = ("train-everything", "train-on-error")
+PLAUSIBLE = timedelta(days=7)  # how far a Date header may be from the newest Received hop's date
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # a message bigger than this is cut before bogofilter sees it
+
+
+@dataclasses.dataclass
+class Message:
+    sample: Sample
+    raw: bytes
+    when: datetime | None
+    source: str  # "date" | "received" | "file order"
+
+    @property
+    def y(self) -> int:
+        return self.sample.y
+
+
+# -- ordering -------------------------------------------------------------------------------
+
+
+def _parse_date(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is None:
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)  # "-0000": UTC, unknown zone
+
+
+def written_at(ctx: MessageContext) -> tuple[datetime | None, str]:
+    """When the message was written: its Date header, unless that is unreadable or more than a
+    week from the date our newest Received hop stamped (spam forges Dates, and some 2002 mail
+    says year 102); then that hop's date; else None."""
+    date = _parse_date(ctx.header("date"))
+    hops = ctx.received
+    received = hops[0].date if hops else None
+    if received is not None and received.tzinfo is None:
+        received = received.replace(tzinfo=timezone.utc)
+    if date is not None and (received is None or abs(date - received) <= PLAUSIBLE):
+        return date, "date"
+    if received is not None:
+        return received, "received"
+    return None, "file order"
+
+
+def chronological(samples: list[Sample], config: Config) -> list[Message]:
+    """The samples in the order they were written. A message with no usable date takes the
+    date of the message before it in the file order (the corpus folders are numbered in
+    arrival order), or of the first dated one after it, and stays right behind that message."""
+    messages = []
+    for sample in samples:
+        raw = sample.path.read_bytes()
+        when, source = written_at(MessageContext(raw, limits=config.limits))
+        messages.append(Message(sample, raw, when, source))
+    keys: list[tuple[datetime, int]] = []
+    first = next((m.when for m in messages if m.when is not None), datetime(1970, 1, 1, tzinfo=timezone.utc))
+    last = first
+    for i, m in enumerate(messages):
+        if m.when is not None:
+            last = m.when
+        keys.append((m.when if m.when is not None else last, i))
+    order = sorted(range(len(messages)), key=lambda i: keys[i])
+    return [messages[i] for i in order]
+
+
+def warmup_length(y: np.ndarray, pct: float, min_each: int) -> int:
+    """The shortest prefix that is ``pct`` percent of the stream and holds ``min_each`` ham and
+    ``min_each`` spam: a model fitted on one class alone says nothing (the corpus's first
+    600 messages are 2001-2002 spam with 4 ham among them)."""
+    need = max(1, round(len(y) * pct / 100))
+    for label in (0, 1):
+        where = np.flatnonzero(y == label)
+        need = max(need, int(where[min_each - 1]) + 1 if len(where) >= min_each else len(y))
+    return need
+
+
+# -- mailguard ------------------------------------------------------------------------------
+
+
+def offline_config() -> Config:
+    """The default scorers (bayes, reputation, fingerprint, behaviour), network off."""
+    config = Config()
+    return config.replace(scanner=dataclasses.replace(config.scanner, network=False))
+
+
+def fit_on(messages: list[Message], config: Config) -> ModelBundle:
+    """What ``mailguard train`` fits on these labelled messages: classifier and combiner."""
+    ids = [message_ids(MessageContext(m.raw, limits=config.limits)) for m in messages]
+    y = np.array([m.y for m in messages])
+    return fit_model(ids, y, raws=[m.raw for m in messages], config=config.replace(store=StoreConfig(backend="memory")))
+
+
+def replay_mailguard(stream: list[Message], warm: int, mode: str, store_kind: str, workdir: Path, retrain_every: int = 0) -> dict:
+    """Fit on ``stream[:warm]``, then scan and learn each later message in turn. With
+    ``retrain_every``, every that many scored messages the model is fitted again on all
+    of the stream so far and a fresh store is seeded with it (an offline retraining; the
+    learned deltas it replaces are part of its training data)."""
+    config = offline_config()
+    threshold = LEVELS["medium"].required
+    starts = list(range(warm, len(stream), retrain_every)) if retrain_every else [warm]
+    scores = np.zeros(len(stream) - warm)
+    training = scan_time = learn_time = 0.0
+    learned = 0
+    vocabulary: list[int] = []
+
+    async def run(scanner: Scanner, begin: int, end: int) -> None:
+        nonlocal scan_time, learn_time, learned
+        for n in range(begin, end):
+            m = stream[n]
+            t0 = time.perf_counter()
+            result = await scanner.scan(m.raw)
+            t1 = time.perf_counter()
+            scores[n - warm] = result.score
+            wrong = (result.score >= threshold) != bool(m.y)
+            if mode == "train-everything" or wrong:
+                learned += await scanner.learn(m.raw, "spam" if m.y else "ham", source="report")
+            learn_time += time.perf_counter() - t1
+            scan_time += t1 - t0
+            if (n - warm + 1) % 500 == 0:
+                print(f"  mailguard: {n - warm + 1} of {len(stream) - warm}", file=sys.stderr, flush=True)
+
+    for segment, (begin, end) in enumerate(zip(starts, starts[1:] + [len(stream)])):
+        started = time.perf_counter()
+        bundle = fit_on(stream[:begin], config)
+        vocabulary.append(int(len(bundle.bayes.vocab_)))
+        store = SqliteStore(workdir / f"replay-{segment}.sqlite3") if store_kind == "sqlite" else MemoryStore()
+        scanner = Scanner(config, store=store, model=bundle)
+        try:
+            asyncio.run(seed(scanner, [(m.raw, m.y) for m in stream[:begin]]))
+            training += time.perf_counter() - started
+            asyncio.run(run(scanner, begin, end))
+        finally:
+            scanner.close()
+    return {
+        "scores": scores,
+        "threshold": threshold,
+        "trainings": len(starts),
+        "training_seconds": training,
+        "scan_seconds": scan_time,
+        "learn_seconds": learn_time,
+        "learned": learned,
+        "vocabulary": vocabulary,
+    }
+
+
+# -- bogofilter -----------------------------------------------------------------------------
+
+
+def bogofilter_cutoff() -> float:
+    config = subprocess.run(["bogofilter", "-Q"], capture_output=True, text=True).stdout
+    return next((float(line.split("=")[1].split()[0]) for line in config.splitlines() if line.startswith("spam_cutoff")), 0.99)
+
+
+def replay_bogofilter(stream: list[Message], warm: int, mode: str, db: Path, cutoff: float) -> dict:
+    """Every message, from an empty database: score it (-T, message on stdin), then register it
+    (-s/-n), always during the warm-up and per ``mode`` after it. Before anything is
+    registered bogofilter has no word list; those messages get its neutral 0.5."""
+    scores = np.zeros(len(stream))
+    scan_time = learn_time = 0.0
+    learned = 0
+    for n, m in enumerate(stream):
+        raw = m.raw[:MAX_MESSAGE_BYTES]
+        t0 = time.perf_counter()
+        if learned == 0:
+            scores[n] = 0.5
+        else:
+            proc = subprocess.run(["bogofilter", "-d", str(db), "-T"], input=raw, capture_output=True)
+            if proc.returncode == 3 or not proc.stdout.split():  # 0 spam, 1 ham, 2 unsure, 3 error
+                raise RuntimeError(f"bogofilter failed on {m.sample.path}: {proc.stderr[:500]!r}")
+            scores[n] = float(proc.stdout.split()[-1])
+        t1 = time.perf_counter()
+        if n < warm or mode == "train-everything" or (scores[n] >= cutoff) != bool(m.y):
+            subprocess.run(["bogofilter", "-d", str(db), "-s" if m.y else "-n"], input=raw, check=True, capture_output=True)
+            learned += 1
+        learn_time += time.perf_counter() - t1
+        scan_time += t1 - t0
+    return {"scores": scores, "threshold": cutoff, "scan_seconds": scan_time, "learn_seconds": learn_time, "learned": learned}
+
+
+# -- reporting ------------------------------------------------------------------------------
+
+
+def lam_pct(fp: int, ham: int, fn: int, spam: int) -> float:
+    """TREC's logistic average misclassification, with its +0.5 smoothing of zero counts."""
+    hm = (fp + 0.5) / (ham + 0.5)
+    sm = (fn + 0.5) / (spam + 0.5)
+    return float(100.0 * expit((logit(hm) + logit(sm)) / 2.0))
+
+
+def summarise(y: np.ndarray, scores: np.ndarray, threshold: float, seconds: float) -> dict:
+    """Whole-stream metrics at the filter's own threshold, and errors per tenth of the stream."""
+    m = quality_metrics(y, scores, threshold)
+    errors = (scores >= threshold) != (y == 1)
+    tenths = [int(part.sum()) for part in np.array_split(errors, 10)]
+    return {
+        "messages": int(len(y)),
+        "one_minus_auc_pct": m["one_minus_auc_pct"],
+        "lam_pct": lam_pct(m["false_positives"], m["ham"], m["false_negatives"], m["spam"]),
+        "threshold": threshold,
+        "false_positives": m["false_positives"],
+        "false_negatives": m["false_negatives"],
+        "errors": m["false_positives"] + m["false_negatives"],
+        "errors_per_tenth": tenths,
+        "catch_at_zero_fp": m["catch_at_zero_fp"],
+        "messages_per_second": len(y) / seconds if seconds else float("nan"),
+        "cumulative_errors": np.cumsum(errors).tolist(),
+    }
+
+
+def line(name: str, s: dict) -> str:
+    return (
+        f"| {name} | {s['messages']} | {s['one_minus_auc_pct']:.3f}% | {s['lam_pct']:.3f}% | {s['false_positives']} FP + "
+        f"{s['false_negatives']} FN = {s['errors']} (at {s['threshold']:g}) | {' '.join(map(str, s['errors_per_tenth']))} "
+        f"| {s['messages_per_second']:.0f} |"
+    )
+
+
+def plot(curves: dict[str, list[int]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, cumulative in curves.items():
+        ax.plot(np.arange(1, len(cumulative) + 1), cumulative, label=name)
+    ax.set_xlabel("messages scored, in the order they were written")
+    ax.set_ylabel("cumulative errors (FP + FN) at the default threshold")
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpora", default=os.environ.get("MAILGUARD_CORPORA", "../shared/corpora"))
+    parser.add_argument("--out", default="benchmarks/out")
+    parser.add_argument("--warmup-pct", type=float, default=5.0, help="first part of the stream both filters start from")
+    parser.add_argument("--warmup-min", type=int, default=50, help="the warm-up is extended until it holds this many of each class")
+    parser.add_argument("--mode", choices=MODES, default="train-everything")
+    parser.add_argument("--retrain-every", type=int, default=0, help="mailguard: fit the model again on the stream so far every N scored messages")
+    parser.add_argument("--store", choices=("sqlite", "memory"), default="sqlite")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N messages of the chronological stream")
+    parser.add_argument("--no-bogofilter", action="store_true")
+    parser.add_argument("--no-plot", action="store_true")
+    args = parser.parse_args()
+    labels = Path(args.corpora) / "spamassassin" / "folds.csv"
+    if not labels.exists():
+        print(f"no corpus at {labels}; see ../shared/corpora/README.md", file=sys.stderr)
+        return 2
+    if not 0 < args.warmup_pct < 100:
+        parser.error("--warmup-pct must be between 0 and 100")
+    if args.warmup_min < 1 or args.retrain_every < 0 or args.limit < 0:
+        parser.error("--warmup-min must be at least 1; --retrain-every and --limit must not be negative")
+    samples, errors = load_labels(labels)
+    if errors:
+        print("\n".join(errors), file=sys.stderr)
+    stream = chronological(samples, offline_config())
+    if args.limit:
+        stream = stream[: args.limit]
+    y_all = np.array([m.y for m in stream])
+    warm = warmup_length(y_all, args.warmup_pct, args.warmup_min)
+    if warm >= len(stream):
+        print(f"the stream never holds {args.warmup_min} messages of each class", file=sys.stderr)
+        return 2
+    sources = {s: sum(m.source == s for m in stream) for s in ("date", "received", "file order")}
+    y = y_all[warm:]
+    dated = [m.when for m in stream if m.when is not None]
+    print(
+        f"{len(stream)} messages ({int((y_all == 0).sum())} ham, {int(y_all.sum())} spam) in the order written, "
+        f"{min(dated):%Y-%m-%d} to {max(dated):%Y-%m-%d}: {sources['date']} by their Date header, "
+        f"{sources['received']} by their newest Received date (Date unreadable or more than a week off), "
+        f"{sources['file order']} by file order"
+    )
+    print(
+        f"both filters start from the first {warm} ({warm / len(stream) * 100:.1f}%: {int((y_all[:warm] == 0).sum())} ham, "
+        f"{int(y_all[:warm].sum())} spam, up to {stream[warm - 1].when:%Y-%m-%d}); {len(y)} scored; {args.mode}; "
+        f"mailguard store: {args.store}\n"
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report: dict = {
+        "corpus": str(labels),
+        "messages": len(stream),
+        "ordered_by": sources,
+        "warmup_messages": warm,
+        "warmup_rule": f"at least {args.warmup_pct:g}% of the stream and {args.warmup_min} of each class",
+        "mode": args.mode,
+        "store": args.store,
+        "retrain_every": args.retrain_every,
+        "filters": {},
+    }
+    header = "| filter | scored | 1-AUC | lam% | errors at its default threshold | errors per tenth of the stream | msg/s |\n|---|---|---|---|---|---|---|"
+    rows = []
+    curves: dict[str, list[int]] = {}
+    with tempfile.TemporaryDirectory(prefix="mg-replay-") as tmp:
+        ours = replay_mailguard(stream, warm, args.mode, args.store, Path(tmp), args.retrain_every)
+        s = summarise(y, ours["scores"], ours["threshold"], ours["scan_seconds"] + ours["learn_seconds"])
+        s.update({k: ours[k] for k in ("trainings", "training_seconds", "scan_seconds", "learn_seconds", "learned", "vocabulary")})
+        report["filters"]["mailguard"] = s
+        rows.append(line("mailguard (medium level)" + (f", retrained every {args.retrain_every}" if args.retrain_every else ""), s))
+        curves["mailguard"] = s["cumulative_errors"]
+        bogo = None
+        if args.no_bogofilter:
+            pass
+        elif shutil.which("bogofilter") is None:
+            rows.append("| bogofilter | not installed (apt-get install bogofilter) | | | | | |")
+        else:
+            version = subprocess.run(["bogofilter", "-V"], capture_output=True, text=True).stdout.split("\n")[0]
+            bogo = replay_bogofilter(stream, warm, args.mode, Path(tmp) / "bogofilter", bogofilter_cutoff())
+            per_message = (bogo["scan_seconds"] + bogo["learn_seconds"]) / len(stream)
+            s = summarise(y, bogo["scores"][warm:], bogo["threshold"], per_message * len(y))
+            s.update({"version": version, "learned": bogo["learned"]})
+            report["filters"]["bogofilter"] = s
+            rows.append(line(f"{version} (spam_cutoff)", s))
+            curves["bogofilter"] = s["cumulative_errors"]
+            empty = summarise(y_all, bogo["scores"], bogo["threshold"], per_message * len(stream))
+            report["filters"]["bogofilter_from_empty"] = empty
+            rows.append(line("bogofilter from empty, whole stream", empty))
+    print(header)
+    print("\n".join(rows))
+    m = report["filters"]["mailguard"]
+    print(
+        f"\nmailguard: {m['trainings']} offline training(s) and store seeding, {m['training_seconds']:.1f} s in all "
+        f"(vocabulary {', '.join(map(str, m['vocabulary']))}); "
+        f"scan {m['scan_seconds'] / len(y) * 1e3:.2f} ms and learn {m['learn_seconds'] / len(y) * 1e3:.2f} ms per message "
+        f"on average, {m['learned']} messages learned"
+    )
+    if bogo is not None:
+        print(f"bogofilter: one process per score and per registration (process start included), {bogo['learned']} messages registered")
+    with open(out / "replay_scores.csv", "w", encoding="utf-8") as fh:
+        fh.write("position,path,label,written,ordered_by,mailguard,bogofilter\n")
+        for n, msg in enumerate(stream):
+            ours_score = f"{ours['scores'][n - warm]:.6f}" if n >= warm else ""
+            bogo_score = f"{bogo['scores'][n]:.6f}" if bogo is not None else ""
+            when = msg.when.isoformat() if msg.when else ""
+            fh.write(f"{n},{msg.sample.path.parent.name}/{msg.sample.path.name},{msg.sample.label},{when},{msg.source},{ours_score},{bogo_score}\n")
+    summary = {k: v for k, v in report.items() if k != "filters"}
+    summary["filters"] = {name: {k: v for k, v in f.items() if k != "cumulative_errors"} for name, f in report["filters"].items()}
+    (out / "replay.json").write_text(json.dumps(summary, indent=1) + "\n")
+    written = [out / "replay.json", out / "replay_scores.csv"]
+    if not args.no_plot:
+        plot(curves, out / "replay.png", f"Chronological replay, {args.mode}, after a {warm}-message warm-up ({len(y)} scored)")
+        written.append(out / "replay.png")
+    print("wrote " + ", ".join(map(str, written)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

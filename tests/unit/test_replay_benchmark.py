@@ -1,0 +1,115 @@
+"""The chronological replay benchmark's own logic: ordering, warm-up, TREC measures."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mailguard.config import Config
+from mailguard.datasets import Sample
+from mailguard.message import MessageContext
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+replay = _load("replay")
+latency = _load("report_latency")
+
+RECEIVED = "Received: from a.example (a.example [192.0.2.1]) by mx.example; {when}\n"
+
+
+def mail(date: str | None, received: str | None, body: str = "hello") -> bytes:
+    head = RECEIVED.format(when=received) if received else ""
+    if date is not None:
+        head += f"Date: {date}\n"
+    return f"{head}From: a@example.net\nSubject: s\n\n{body}\n".encode()
+
+
+def test_date_header_is_used_when_close_to_the_received_date():
+    ctx = MessageContext(mail("Tue, 20 Aug 2002 10:00:00 +0000", "Tue, 20 Aug 2002 10:05:00 +0000"))
+    when, source = replay.written_at(ctx)
+    assert source == "date"
+    assert when == datetime(2002, 8, 20, 10, 0, tzinfo=timezone.utc)
+
+
+def test_forged_or_broken_date_gives_way_to_the_received_date():
+    for date in ("Sat, 14 Sep 102 02:29:32 -0500", "Mon, 1 Jan 2028 00:00:00 +0000", "2002/09/14 Sat 02:29:32 CDT"):
+        when, source = replay.written_at(MessageContext(mail(date, "Sat, 14 Sep 2002 08:00:00 +0000")))
+        assert source == "received", date
+        assert when == datetime(2002, 9, 14, 8, 0, tzinfo=timezone.utc)
+
+
+def test_no_date_at_all_keeps_the_file_order(tmp_path):
+    raws = [
+        mail("Tue, 20 Aug 2002 10:00:00 +0000", None, "a"),
+        mail(None, None, "b"),  # undated: stays right behind "a"
+        mail("Mon, 19 Aug 2002 10:00:00 +0000", None, "c"),
+        mail("garbage", None, "d"),  # unreadable Date and no Received: behind "c"
+    ]
+    samples = []
+    for n, raw in enumerate(raws):
+        path = tmp_path / f"{n}.eml"
+        path.write_bytes(raw)
+        samples.append(Sample(path, "ham"))
+    stream = replay.chronological(samples, Config())
+    assert [m.sample.path.name for m in stream] == ["2.eml", "3.eml", "0.eml", "1.eml"]
+    assert [m.source for m in stream] == ["date", "file order", "date", "file order"]
+
+
+def test_warmup_holds_enough_of_each_class():
+    y = np.array([1] * 50 + [0, 1] * 25)
+    n = replay.warmup_length(y, 5.0, 10)
+    assert (y[:n] == 0).sum() == 10 and (y[:n] == 1).sum() >= 10
+    assert (y[: n - 1] == 0).sum() < 10  # the shortest such prefix
+    assert replay.warmup_length(np.array([1, 0] * 50), 20.0, 1) == 20  # the percentage rules when both classes come early
+    assert replay.warmup_length(np.ones(10, dtype=int), 5.0, 1) == 10  # never both classes: the whole stream
+
+
+def test_lam_is_the_logit_mean_of_the_two_error_rates():
+    assert replay.lam_pct(10, 100, 10, 100) == pytest.approx(100 * 10.5 / 100.5)
+    both = replay.lam_pct(1, 1000, 100, 1000)
+    assert replay.lam_pct(1, 1000, 1, 1000) < both < replay.lam_pct(100, 1000, 100, 1000)
+
+
+def test_summary_counts_errors_per_tenth():
+    y = np.array([0, 1] * 50)
+    scores = np.where(y == 1, 5.0, 0.0)
+    scores[[0, 99]] = [5.0, 0.0]  # one false positive in the first tenth, one miss in the last
+    s = replay.summarise(y, scores, 3.4, 1.0)
+    assert (s["false_positives"], s["false_negatives"]) == (1, 1)
+    assert s["errors_per_tenth"] == [1, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+    assert s["cumulative_errors"][-1] == 2
+
+
+@pytest.mark.skipif(shutil.which("bogofilter") is None, reason="bogofilter not installed")
+def test_bogofilter_replay_learns_as_it_goes(tmp_path):
+    spam = [mail(None, None, "cheap pills viagra casino winner money " * 5 + str(i)) for i in range(6)]
+    ham = [mail(None, None, "meeting agenda minutes project review notes " * 5 + str(i)) for i in range(6)]
+    stream = [replay.Message(Sample(tmp_path / f"{i}", label), raw, None, "file order")
+              for i, (raw, label) in enumerate(x for pair in zip(spam, ham) for x in ((pair[0], "spam"), (pair[1], "ham")))]
+    out = replay.replay_bogofilter(stream, 2, "train-everything", tmp_path / "db", 0.99)
+    assert out["scores"][0] == 0.5 and out["learned"] == len(stream)
+    y = np.array([m.y for m in stream])
+    late = out["scores"][6:]
+    assert late[y[6:] == 1].min() > late[y[6:] == 0].max()
+
+
+def test_latency_messages_are_unique_and_addressed_to_the_user():
+    a, b = latency.message("aaa"), latency.message("bbb")
+    assert a != b
+    assert MessageContext(a).header("to") == latency.USER

@@ -9,6 +9,7 @@ the first hop from outside is the client. Anything older than it could be forged
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 
@@ -60,6 +61,11 @@ def normalize_ip(text: str | None) -> str | None:
     """A canonical address string (IPv4-mapped IPv6 becomes IPv4), or None if not an address."""
     if not text:
         return None
+    return _normalize_ip(text)
+
+
+@functools.lru_cache(maxsize=4096)  # the same relays appear in message after message
+def _normalize_ip(text: str) -> str | None:
     try:
         addr = ipaddress.ip_address(text.strip().strip("[]").removeprefix("IPv6:").removeprefix("ipv6:"))
     except ValueError:
@@ -70,13 +76,24 @@ def normalize_ip(text: str | None) -> str | None:
 
 
 def is_trusted(ip: str, networks: Iterable[Network]) -> bool:
+    return _is_trusted(ip, tuple(networks))
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_trusted(ip: str, networks: tuple[Network, ...]) -> bool:
     addr = ipaddress.ip_address(ip)
     return any(addr.version == net.version and addr in net for net in networks)
 
 
 def client_relay(ctx: MessageContext, trusted: Sequence[Network]) -> Relay | None:
     """The envelope's client when it is outside ``trusted``; otherwise the newest Received
-    hop from outside ``trusted``. None when every hop is trusted (internal mail) or unknown."""
+    hop from outside ``trusted``. None when every hop is trusted (internal mail) or unknown.
+    Computed once per message and set of trusted networks (several scorers ask)."""
+    networks = tuple(trusted)
+    return ctx.cached(f"relay:{hash(networks)}", lambda: _client_relay(ctx, networks))
+
+
+def _client_relay(ctx: MessageContext, trusted: tuple[Network, ...]) -> Relay | None:
     env = ctx.envelope
     ip = normalize_ip(env.client_ip)
     if ip is not None and not is_trusted(ip, trusted):

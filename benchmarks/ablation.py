@@ -30,7 +30,7 @@ from mailguard.evaluate import quality_metrics
 from mailguard.policy import LEVELS
 from mailguard.scanner import Scanner
 from mailguard.stores.memory import MemoryStore
-from mailguard.train import CrossValidation, cross_validate_features
+from mailguard.train import CrossValidation, cross_validate_features, symbol_directions
 
 SCORERS = ("bayes", "reputation", "fingerprint", "behaviour")
 
@@ -42,20 +42,25 @@ def run_fold(labels: str, fold: int, k: int) -> CrossValidation:
     return cross_validate_features(samples, config=config, k=k, only_fold=fold)
 
 
-def symbols_by_scorer() -> dict[str, set[str]]:
+def scorer_symbols() -> tuple[dict[str, set[str]], dict[str, float]]:
+    """Each scorer's symbols, and every symbol's direction as the combiner's fit uses it."""
     config = Config()
-    scanner = Scanner(config.replace(scanner=dataclasses.replace(config.scanner, scorers=SCORERS, network=False)), store=MemoryStore())
-    return {s.name: set(s.info.symbols) for s in scanner.scorers}
+    config = config.replace(scanner=dataclasses.replace(config.scanner, scorers=SCORERS, network=False))
+    scanner = Scanner(config, store=MemoryStore())
+    try:
+        return {s.name: set(s.info.symbols) for s in scanner.scorers}, symbol_directions(config, scanner.model)
+    finally:
+        scanner.close()
 
 
-def variant_scores(cvs: list[CrossValidation], y: np.ndarray, drop: set[str]) -> np.ndarray:
+def variant_scores(cvs: list[CrossValidation], y: np.ndarray, drop: set[str], directions: dict[str, float]) -> np.ndarray:
     """Pooled held-out scores of combiners refitted without the ``drop`` symbols."""
     scores = np.zeros(len(y))
     for cv in cvs:
         for fold, train_rows in cv.train_features.items():
             train_idx, test_idx = np.flatnonzero(cv.folds != fold), np.flatnonzero(cv.folds == fold)
             keep = lambda row: {s: v for s, v in row.items() if s not in drop}  # noqa: E731
-            combiner = Combiner().fit([keep(r) for r in train_rows], y[train_idx])
+            combiner = Combiner(directions=directions).fit([keep(r) for r in train_rows], y[train_idx])
             scores[test_idx] = combiner.decision_function([keep(r) for r in cv.test_features[fold]])
     return scores
 
@@ -82,7 +87,7 @@ def main() -> int:
         idx = np.flatnonzero(cv.folds == fold)
         scanned[idx] = cv.scores[idx]
     threshold = LEVELS["medium"].required
-    owners = symbols_by_scorer()
+    owners, directions = scorer_symbols()
     variants = {"all scorers (as scanned)": None, "all scorers (refitted)": set()}
     for name in SCORERS[1:]:
         variants[f"without {name}"] = owners[name]
@@ -92,7 +97,7 @@ def main() -> int:
     print(f"{'variant':<28} {'1-AUC %':>9} {'@0 FP':>8} {'@2 FP':>8} {'FP@3.4':>7} {'caught@3.4':>11} {'FP 95% ub':>10}")
     results = {}
     for name, drop in variants.items():
-        scores = scanned if drop is None else variant_scores(cvs, y, drop)
+        scores = scanned if drop is None else variant_scores(cvs, y, drop, directions)
         m = quality_metrics(y, scores, threshold)
         results[name] = m
         print(f"{name:<28} {m['one_minus_auc_pct']:9.4f} {m['catch_at_zero_fp'] * 100:7.2f}% {m['catch_at_two_fp'] * 100:7.2f}% "

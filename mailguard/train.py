@@ -37,6 +37,7 @@ __all__ = [
     "fold_of",
     "heldout_features",
     "seed",
+    "symbol_directions",
     "tokenize_corpus",
     "train",
 ]
@@ -133,6 +134,20 @@ def heldout_features(
     return asyncio.run(run())
 
 
+def symbol_directions(config: Config, bundle: ModelBundle) -> dict[str, float]:
+    """+1, -1 or 0 per symbol of the configured scorers: the sign of its default weight,
+    which the combiner's fit keeps (see `Combiner`)."""
+    scanner = Scanner(_offline(config), store=MemoryStore(), model=bundle)
+    try:
+        return {
+            symbol: float(np.sign(scorer.info.default_weights.get(symbol, 0.0)))
+            for scorer in scanner.scorers
+            for symbol in scorer.info.symbols
+        }
+    finally:
+        scanner.close()
+
+
 def fit_model(
     ids: Sequence[np.ndarray],
     y: np.ndarray,
@@ -183,8 +198,9 @@ def fit_with_features(
             fold_rows = [{"BAYES": float(v)} for v in clf.decision_function([ids[i] for i in test])]
         for i, row in zip(test, fold_rows):
             rows[i] = row
-    combiner = Combiner(C=combiner_C).fit(rows, y)
     bayes = BayesClassifier(**params).fit(list(ids), y).prune(prune_min_docs)
+    directions = symbol_directions(config, ModelBundle(bayes=bayes, combiner=Combiner())) if config is not None else None
+    combiner = Combiner(C=combiner_C, directions=directions).fit(rows, y)
     calibrated = combiner.decision_function(rows)
     from .policy import LEVELS
 

@@ -178,3 +178,30 @@ def test_unfitted_combiner_round_trip():
     clone = Combiner.from_dict(Combiner(group_caps={"g": 1.0}).to_dict())
     rules = info("g", {"A": 0.7})
     assert clone.combine([("r", rules, [Hit("A")])])[0] == pytest.approx(0.7)
+
+
+def test_directions_keep_each_symbol_on_its_declared_side():
+    # SPAMMY is declared spam evidence but, in this data, rises with ham; INFO has no direction
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 400)
+    X = [{"BAYES": (2.0 if label else -2.0) + rng.normal(), "SPAMMY": float(1 - label), "INFO": float(label)} for label in y]
+    free = Combiner().fit(X, y)
+    assert free.weights_["SPAMMY"] < 0 and free.weights_["INFO"] > 0  # what the data alone says
+    bounded = Combiner(directions={"BAYES": 1.0, "SPAMMY": 1.0, "INFO": 0.0}).fit(X, y)
+    assert bounded.weights_["SPAMMY"] == 0.0 and bounded.weights_["INFO"] == 0.0
+    assert bounded.weights_["BAYES"] > 0.5
+    assert np.mean((bounded.decision_function(X) > 0) == y) > 0.9
+    clone = Combiner.from_dict(bounded.to_dict())
+    assert clone.directions == {"BAYES": 1.0, "SPAMMY": 1.0, "INFO": 0.0}
+    assert np.allclose(clone.decision_function(X), bounded.decision_function(X))
+
+
+def test_bounded_fit_matches_scikit_learn_when_no_bound_binds():
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 300)
+    X = [{"A": (1.5 if label else -1.5) + rng.normal(), "B": rng.normal()} for label in y]
+    free = Combiner(C=0.7).fit(X, y)
+    bounded = Combiner(C=0.7, directions={"A": 1.0, "B": 1.0 if free.weights_["B"] > 0 else -1.0}).fit(X, y)
+    for symbol in ("A", "B"):
+        assert bounded.weights_[symbol] == pytest.approx(free.weights_[symbol], abs=1e-2)  # solver tolerances differ
+    assert bounded.intercept_ == pytest.approx(free.intercept_, abs=1e-2)

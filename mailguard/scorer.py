@@ -8,7 +8,8 @@ entry-point group, and are imported only when enabled in the configuration.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import math
+from collections.abc import Collection, Mapping
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from .model import ModelBundle
     from .stores.base import Store
 
-__all__ = ["ENTRY_POINT_GROUP", "Label", "LearningScorer", "Scorer", "ScorerFactory", "ScorerInfo", "Services", "Source", "available_scorers", "load_scorer"]
+__all__ = ["ENTRY_POINT_GROUP", "Label", "LearningScorer", "Scorer", "ScorerFactory", "ScorerInfo", "Services", "Source", "available_scorers", "load_scorer", "symbol_weights"]
 
 ENTRY_POINT_GROUP = "mailguard.scorers"
 
@@ -79,6 +80,20 @@ class ScorerFactory(Protocol):
     def from_config(self, section: Mapping[str, Any], services: Services) -> Scorer:
         """Validate ``section`` and build the scorer; raise ConfigError here, never mid-scan."""
         ...
+
+
+def symbol_weights(section: Mapping[str, Any], symbols: Collection[str], where: str) -> dict[str, float]:
+    """A scorer section's ``weights`` table (SYMBOL = number), checked against the symbols
+    the scorer emits; the weights a site sets by hand replace the scorer's defaults."""
+    weights = section.get("weights", {})
+    if not isinstance(weights, Mapping) or not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in weights.values()
+    ):
+        raise ConfigError(f"{where} weights must be a table of SYMBOL = number")
+    stray = set(weights) - set(symbols)
+    if stray:
+        raise ConfigError(f"{where} weights names symbols this scorer never emits: {', '.join(sorted(stray))}")
+    return {str(k): float(v) for k, v in weights.items()}
 
 
 def available_scorers() -> dict[str, Any]:

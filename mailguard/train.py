@@ -148,21 +148,9 @@ def symbol_directions(config: Config, bundle: ModelBundle) -> dict[str, float]:
         scanner.close()
 
 
-def fit_model(
-    ids: Sequence[np.ndarray],
-    y: np.ndarray,
-    *,
-    raws: Sequence[bytes] | None = None,
-    config: Config | None = None,
-    params: dict[str, Any] | None = None,
-    inner_folds: int = INNER_FOLDS,
-    prune_min_docs: int = PRUNE_MIN_DOCS,
-    combiner_C: float = 1.0,
-) -> ModelBundle:
-    """Classifier on all of ``ids``; combiner on out-of-fold scorer outputs (see `fit_with_features`)."""
-    return fit_with_features(
-        ids, y, raws=raws, config=config, params=params, inner_folds=inner_folds, prune_min_docs=prune_min_docs, combiner_C=combiner_C
-    )[0]
+def fit_model(ids: Sequence[np.ndarray], y: np.ndarray, **options: Any) -> ModelBundle:
+    """Classifier on all of ``ids``; combiner on out-of-fold scorer outputs (`fit_with_features`'s options)."""
+    return fit_with_features(ids, y, **options)[0]
 
 
 def fit_with_features(

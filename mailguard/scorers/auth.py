@@ -34,7 +34,7 @@ from ..errors import ConfigError
 from ..message import MessageContext
 from ..relay import DEFAULT_TRUSTED_NETWORKS, Network, client_relay, normalize_ip, parse_networks
 from ..result import Hit
-from ..scorer import ScorerInfo, Services
+from ..scorer import ScorerInfo, Services, symbol_weights
 from ..spfcheck import SpfResult, check_spf
 
 __all__ = ["AuthScorer"]
@@ -148,14 +148,7 @@ class AuthScorer:
         timeout = section.get("timeout", 3.0)
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise ConfigError(f"{where} timeout must be a positive number of seconds")
-        weights = section.get("weights", {})
-        if not isinstance(weights, Mapping) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in weights.values()
-        ):
-            raise ConfigError(f"{where} weights must be a table of SYMBOL = number")
-        stray = set(weights) - set(SYMBOLS)
-        if stray:
-            raise ConfigError(f"{where} weights names unknown symbols: {', '.join(sorted(stray))}")
+        weights = symbol_weights(section, SYMBOLS, where)
         resolver = services.resolver if services.resolver is not None else offline_resolver()
         return cls(
             resolver,

@@ -67,7 +67,7 @@ from ..errors import ConfigError
 from ..message import MessageContext
 from ..policy import canonical_user
 from ..result import Hit
-from ..scorer import Label, ScorerInfo, Services, Source
+from ..scorer import Label, ScorerInfo, Services, Source, symbol_weights
 from ..stores.base import Store
 from ..urls import registered_domain
 
@@ -395,14 +395,7 @@ class FeedbackScorer:
         strict = section.get("strict_allow", False)
         if not isinstance(strict, bool):
             raise ConfigError(f"{_WHERE} strict_allow must be true or false")
-        weights = section.get("weights", {})
-        if not isinstance(weights, Mapping) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in weights.values()
-        ):
-            raise ConfigError(f"{_WHERE} weights must be a table of SYMBOL = number")
-        stray = set(weights) - set(SYMBOLS)
-        if stray:
-            raise ConfigError(f"{_WHERE} weights names unknown symbols: {', '.join(sorted(stray))}")
+        weights = symbol_weights(section, SYMBOLS, _WHERE)
         timeout = positive("timeout", 3.0)
         check = _resolver_check(services.resolver, max(timeout - 0.5, timeout * 0.6)) if services.resolver is not None else None
         return cls(

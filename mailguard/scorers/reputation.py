@@ -57,7 +57,7 @@ from ..message import MessageContext
 from ..policy import canonical_user
 from ..relay import DEFAULT_TRUSTED_NETWORKS, Network, client_relay, parse_networks
 from ..result import Hit
-from ..scorer import Label, ScorerInfo, Services, Source
+from ..scorer import Label, ScorerInfo, Services, Source, symbol_weights
 from ..stores.base import Store
 
 __all__ = ["Identity", "ReputationScorer", "message_time"]
@@ -270,14 +270,7 @@ class ReputationScorer:
         if not isinstance(use_message_time, bool):
             raise ConfigError(f"{where} message_time must be true or false")
         trusted = parse_networks(section.get("trusted_networks", list(DEFAULT_TRUSTED_NETWORKS)), f"{where} trusted_networks")
-        weights = section.get("weights", {})
-        if not isinstance(weights, Mapping) or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in weights.values()
-        ):
-            raise ConfigError(f"{where} weights must be a table of SYMBOL = number")
-        stray = set(weights) - set(SYMBOLS)
-        if stray:
-            raise ConfigError(f"{where} weights names unknown symbols: {', '.join(sorted(stray))}")
+        weights = symbol_weights(section, SYMBOLS, where)
         dkim_source = _resolver_dkim(services.resolver, max(timeout - 0.5, timeout * 0.6)) if services.resolver is not None else None
         return cls(
             services.store,

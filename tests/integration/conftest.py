@@ -6,14 +6,17 @@ fail at collection instead of being skipped.
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailguard.dns import Resolver
+from mailguard.testing import RedisServer
 from mailguard.testing.dns import FakeDNS, SilentDNS
 
 CLIENT_IP = "192.0.2.99"  # listed on the RBL zone below
@@ -100,3 +103,17 @@ def slow_dns(dkim_key: DkimKey, arc_key: DkimKey) -> Iterator[FakeDNS]:
 def resolver_for(server: FakeDNS | SilentDNS, *, timeout: float = 1.0, lifetime: float = 1.0) -> Resolver:
     """A fresh resolver (own cache and counters) aimed at ``server`` only."""
     return Resolver(["127.0.0.1"], port=server.port, timeout=timeout, lifetime=lifetime)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    """A private redis-server on loopback for the module; a missing redis-server is an error (no skip)."""
+    with RedisServer() as running:
+        yield running
+
+
+@pytest.fixture()
+def run() -> Iterator[Callable[[Any], Any]]:
+    """One event loop per test: a RedisStore stays on the loop it first ran in, as the scanner's does."""
+    with asyncio.Runner() as runner:
+        yield runner.run

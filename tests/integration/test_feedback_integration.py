@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 
 import dkim
 import pytest
@@ -21,18 +20,11 @@ from mailguard.scorer import Services
 from mailguard.scorers.bayes import BayesScorer
 from mailguard.scorers.feedback import FeedbackScorer, parse_entry
 from mailguard.stores.redis import RedisStore
-from mailguard.testing import RedisServer
 
 from ..conftest import HAM_WORDS, make_message
 from .conftest import resolver_for
 
 USER = "bob@example.org"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as running:
-        yield running
 
 
 def message(sender: str, body: str = "Your invoice for March is attached.") -> bytes:

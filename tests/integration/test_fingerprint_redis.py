@@ -30,19 +30,6 @@ from ..unit.test_fingerprint import HAM_BODY, OTHER_BODY, SPAM_BODY, ctx_of, mes
 Run = Callable[[Any], Any]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as running:
-        yield running
-
-
-@pytest.fixture()
-def run() -> Iterator[Run]:
-    """One event loop per test: a RedisStore stays on the loop it first ran in."""
-    with asyncio.Runner() as runner:
-        yield runner.run
-
-
 @pytest.fixture()
 def prefix() -> str:
     return f"fpt{uuid.uuid4().hex[:8]}:"

@@ -38,19 +38,6 @@ EXPIRED = 0.15  # seconds slept after a TTL of a few ms: long enough on a loaded
 Run = Callable[[Any], Any]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as running:  # no skip: a missing redis-server is an error here
-        yield running
-
-
-@pytest.fixture()
-def run() -> Iterator[Run]:
-    """One event loop per test, as the scanner and the milter give the store."""
-    with asyncio.Runner() as runner:
-        yield runner.run
-
-
 @pytest.fixture()
 def prefix() -> str:
     return f"t{uuid.uuid4().hex[:10]}:"  # each test its own keys on the shared server

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -18,15 +17,8 @@ from mailguard.reportqueue import ReportQueue, ReportStatus
 from mailguard.reports import report_digest
 from mailguard.scorers.bayes import BayesScorer
 from mailguard.stores.redis import RedisStore
-from mailguard.testing import RedisServer
 
 from ..conftest import SPAM_WORDS, make_message
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as running:
-        yield running
 
 
 def test_two_nodes_share_one_queue(server):

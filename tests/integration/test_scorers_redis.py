@@ -8,10 +8,8 @@ still finishes with a verdict (nothing raises into the caller).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,16 +18,9 @@ from mailguard import Config, Envelope, Scanner
 from mailguard.model import load_model
 from mailguard.stores.redis import RedisStore
 from mailguard.stores.sqlite import SqliteStore
-from mailguard.testing import RedisServer
 
 MODEL = Path(__file__).resolve().parents[2] / "models" / "default"
 LOCAL = ("bayes", "reputation", "fingerprint", "behaviour")
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[RedisServer]:
-    with RedisServer() as running:
-        yield running
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .system import find_binary, free_port
+from .system import find_binary, free_port, stop_process
 
 __all__ = ["EICAR", "MARKER", "ClamdServer", "clamd_binary"]
 
@@ -97,13 +97,7 @@ class ClamdServer:
             return False
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
 
     def log(self) -> str:

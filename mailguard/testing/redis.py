@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .system import find_binary, free_port
+from .system import find_binary, free_port, stop_process
 
 __all__ = ["RedisServer", "redis_server_binary"]
 
@@ -76,13 +76,7 @@ class RedisServer:
         raise TimeoutError(f"redis-server did not answer PING within {timeout}s: {self.log()[-2000:]}")
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
 
     def log(self) -> str:

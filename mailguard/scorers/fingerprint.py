@@ -32,10 +32,12 @@ the maximum over more bands adds little count but 5 commands per band.
 Recipients for bulk: the envelope's RCPT TO list, else the scanned user, else one
 anonymous recipient derived from the message digest (the same bytes seen twice count once).
 
-Learning is global: a label given for one user (``user`` not None) is not stored here,
-because one user's opinion of a mailing must not mark it for everyone (per-user learning
-is the Bayes scorer's job). A later opposite label for the same fingerprint replaces the
-earlier one, except that autolearn never overturns a label from training or a report.
+Learning is global, except a user's own report (``user`` given, source "report"): that goes
+into the user's own index (``fz:u:{<user hash>}:...``), read only when that user's mail is
+scanned, so the next copy of a campaign they reported is recognised for them at once while
+one user's opinion of a mailing never marks it for everyone (the scanner learns a report
+globally once enough users agree). A later opposite label for the same fingerprint replaces
+the earlier one, except that autolearn never overturns a label from training or a report.
 """
 
 from __future__ import annotations
@@ -272,11 +274,12 @@ class FingerprintScorer:
 
     async def score(self, ctx: MessageContext) -> list[Hit]:
         """Look the message up once (shared by its per-recipient scans) and return the hits."""
-        shared: dict[str, asyncio.Task[list[Hit]]] = ctx.cached(f"fingerprint.score:{id(self)}", dict)
+        # one lookup per message and user (a user's own index changes the answer)
+        shared: dict[str | None, asyncio.Task[list[Hit]]] = ctx.cached(f"fingerprint.score:{id(self)}", dict)
         loop = asyncio.get_running_loop()
-        task = shared.get("task")
+        task = shared.get(ctx.user)
         if task is None or task.cancelled() or task.get_loop() is not loop:
-            task = shared["task"] = loop.create_task(self._lookup(ctx))
+            task = shared[ctx.user] = loop.create_task(self._lookup(ctx))
             task.add_done_callback(lambda t: t.cancelled() or t.exception())  # never "exception not retrieved"
         return list(await asyncio.shield(task))  # one waiter's timeout does not cancel the others' answer
 
@@ -298,8 +301,9 @@ class FingerprintScorer:
         bulk_keys: dict[str, list[str]] = {}
         own_slots: set[int] = set()
         adds: dict[str, list[str]] = {}
+        spaces = ["fz"] + ([_user_space(ctx.user)] if ctx.user else [])
         if fprint is not None:
-            set_keys += [f"fz:b:{band}" for band in fprint.bands]
+            set_keys += [f"{space}:b:{band}" for space in spaces for band in fprint.bands]
             if s.bulk:
                 bucket = math.floor(self._now(ctx) / self.bucket_span)
                 window = range(bucket - s.bulk_buckets + 1, bucket + 1)
@@ -322,40 +326,41 @@ class FingerprintScorer:
 
         hits: list[Hit] = []
         if fprint is not None:
-            candidates = self._candidates(fprint, found_sets)
-            if candidates:  # round trip 2: the best candidates' records
-                records = await self.store.get_many([f"fz:f:{c}" for c in candidates])
+            record_keys = [f"{space}:f:{c}" for space in spaces for c in self._candidates(fprint, found_sets, space)]
+            if record_keys:  # round trip 2: the best candidates' records
+                records = await self.store.get_many(record_keys)
                 hits += self._similar_hits(fprint, records)
             if bulk_keys:
                 hits += self._bulk_hits(bulk_keys, found_sets, own_slots)
         hits += self._attachment_hits(attachments, found_attachments)
         return hits
 
-    def _candidates(self, fprint: _Fingerprint, found: Mapping[str, set[str]]) -> list[int]:
+    def _candidates(self, fprint: _Fingerprint, found: Mapping[str, set[str]], space: str = "fz") -> list[int]:
         """Learned ids sharing a band with this message, most shared bands first, capped."""
         votes: Counter[int] = Counter()
         for band in fprint.bands:
-            for member in list(found.get(f"fz:b:{band}", ()))[: self.settings.max_band_members * 4]:
+            for member in list(found.get(f"{space}:b:{band}", ()))[: self.settings.max_band_members * 4]:
                 if member.isdigit() and len(member) <= 19:
                     votes[int(member)] += 1
         ranked = sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))
         return [fid for fid, _ in ranked[: self.settings.max_candidates]]
 
     def _similar_hits(self, fprint: _Fingerprint, records: Mapping[str, bytes]) -> list[Hit]:
-        best: dict[str, tuple[float, _Record]] = {}
-        for data in records.values():
+        best: dict[str, tuple[float, _Record, str]] = {}
+        for key, data in records.items():
             record = _Record.unpack(data)
             if record is None or record.signature is None:
                 continue
             sim = fp.similarity(fprint.signature, record.signature)
-            if sim >= self.settings.min_similarity and sim > best.get(record.label, (-1.0, record))[0]:
-                best[record.label] = (sim, record)
+            if sim >= self.settings.min_similarity and sim > best.get(record.label, (-1.0, record, key))[0]:
+                best[record.label] = (sim, record, key)
         hits = []
         for label, symbol in (("spam", "FUZZY_SPAM"), ("ham", "FUZZY_HAM")):
             if label in best:
-                sim, record = best[label]
+                sim, record, key = best[label]
                 how = "exact" if sim == 1.0 else f"{sim:.2f} similar"
-                hits.append(Hit(symbol, sim, f"{how} to a text learned as {label} ({_learned(record)})"))
+                whose = "you reported" if key.startswith("fz:u:") else "learned"
+                hits.append(Hit(symbol, sim, f"{how} to a text {whose} as {label} ({_learned(record)})"))
         return hits
 
     def _bulk_hits(self, bulk_keys: Mapping[str, list[str]], found: Mapping[str, set[str]], own: set[int]) -> list[Hit]:
@@ -387,17 +392,18 @@ class FingerprintScorer:
     # -- learning ------------------------------------------------------------------------
 
     async def learn(self, ctx: MessageContext, label: Label, user: str | None = None, *, source: Source = "report") -> None:
-        """Index the message's fingerprint and attachment digests as ``label`` (global only;
-        a per-user label is ignored here, see the module docstring)."""
-        if user is not None or label not in _LABELS:
+        """Index the message's fingerprint and attachment digests as ``label``: globally, or
+        in ``user``'s own index for that user's report (other per-user labels are ignored)."""
+        if label not in _LABELS or (user is not None and source != "report"):
             return
+        space = _user_space(user) if user is not None else "fz"
         rank = _RANK.get(source, 0)
         fprint = self.fingerprint(ctx)
-        attachments = list(self._attachment_keys(ctx))
-        record_keys = ([f"fz:f:{fprint.id}"] if fprint is not None else []) + attachments
+        attachments = list(self._attachment_keys(ctx)) if user is None else []  # attachment digests stay global
+        record_keys = ([f"{space}:f:{fprint.id}"] if fprint is not None else []) + attachments
         if not record_keys:
             return
-        band_keys = [f"fz:b:{band}" for band in fprint.bands] if fprint is not None else []
+        band_keys = [f"{space}:b:{band}" for band in fprint.bands] if fprint is not None else []
         try:
             members, old = await asyncio.gather(
                 self.store.get_members(band_keys) if band_keys else _none({}), self.store.get_many(record_keys)
@@ -405,7 +411,7 @@ class FingerprintScorer:
             records: dict[str, bytes] = {}
             for key in record_keys:
                 previous = _Record.unpack(old[key]) if key in old else None
-                signature = fprint.signature if fprint is not None and key.startswith("fz:f:") else None
+                signature = fprint.signature if fprint is not None and key.startswith(f"{space}:f:") else None
                 record = previous.merged(label, rank) if previous is not None else _Record(label, rank, 1)
                 records[key] = dataclasses.replace(record, signature=signature).pack()
             adds: dict[str, list[str]] = {}
@@ -423,8 +429,13 @@ class FingerprintScorer:
             raise
         except Exception as exc:
             raise StoreError(f"fingerprint learn: {type(exc).__name__}: {exc}") from exc
-        shared = ctx.cached(f"fingerprint.score:{id(self)}", dict)
-        shared.pop("task", None)  # a later score of this same message sees what was learned
+        ctx.cached(f"fingerprint.score:{id(self)}", dict).clear()  # a later score of this message sees it
+
+
+def _user_space(user: str) -> str:
+    """Key prefix of one user's own index; the hash tag keeps it on one Redis Cluster slot."""
+    digest = xxh3_64_intdigest(canonical_user(user).encode("utf-8", "surrogatepass"))
+    return f"fz:u:{{{digest:016x}}}"
 
 
 async def _none(value: Any) -> Any:

@@ -393,7 +393,7 @@ def test_bulk_window_slides(store, clock):
     assert bulk_value(scorer, SPAM_BODY, ("new@example.net",), 11) == pytest.approx(1.0, abs=0.01)
 
 
-def test_per_recipient_scans_share_one_lookup(clock):
+def test_per_recipient_scans_count_bulk_once_and_look_up_each_users_index(clock):
     store = CountingStore(MemoryStore(clock=clock))
     scorer = make_scorer(store, clock, bulk_min_recipients=1)
     rcpt = ("a@example.net", "b@example.net", "c@example.net")
@@ -405,8 +405,9 @@ def test_per_recipient_scans_share_one_lookup(clock):
     results = run(scan_each())
     assert all(r == results[0] for r in results)
     assert symbols(results[0])["FUZZY_BULK"] == pytest.approx(2.0, abs=0.05)  # log2(1 + 3)
-    assert [name for name, _, _ in store.calls].count("add_members") == 1
-    assert [name for name, _, _ in store.calls].count("get_members") == 1  # one lookup for all copies
+    assert [name for name, _, _ in store.calls].count("add_members") == 1  # bulk counted once
+    # one lookup per recipient: each reads the global bands and that user's own index
+    assert [name for name, _, _ in store.calls].count("get_members") == 3
 
 
 def test_message_without_recipients_counts_once_by_digest(store, clock):
@@ -531,3 +532,21 @@ def test_unexpected_errors_in_fingerprinting_are_ours(monkeypatch, clock):
     scorer = make_scorer(MemoryStore(clock=clock), clock)
     with pytest.raises(ScorerError):
         run(scorer.score(ctx_of(SPAM_BODY)))
+
+
+def test_a_users_report_is_their_own_until_others_agree(clock):
+    """A user's spam report marks the campaign for that user at once, not for anyone else."""
+    store = MemoryStore(clock=clock)
+    scorer = make_scorer(store, clock)
+    reported = ctx_of(SPAM_BODY, rcpt=("ann@example.net",))
+    run(scorer.learn(reported.for_user("ann@example.net"), "spam", "ann@example.net", source="report"))
+    copy = ctx_of(variant(SPAM_BODY), rcpt=("ann@example.net", "bob@example.net"))
+    mine = symbols(run(scorer.score(copy.for_user("ann@example.net"))))
+    theirs = symbols(run(scorer.score(copy.for_user("bob@example.net"))))
+    assert mine.get("FUZZY_SPAM", 0) > 0.5 and "FUZZY_SPAM" not in theirs
+    # autolearn for a user is not a report: nothing is stored for them
+    run(scorer.learn(reported.for_user("cat@example.net"), "spam", "cat@example.net", source="autolearn"))
+    assert "FUZZY_SPAM" not in symbols(run(scorer.score(copy.for_user("cat@example.net"))))
+    # learned globally (as the scanner does once enough users agree): everyone
+    run(scorer.learn(reported, "spam", None, source="report"))
+    assert symbols(run(scorer.score(ctx_of(variant(SPAM_BODY)).for_user("bob@example.net")))).get("FUZZY_SPAM", 0) > 0.5

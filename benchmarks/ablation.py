@@ -16,7 +16,6 @@ import argparse
 import concurrent.futures
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,8 @@ from mailguard.policy import LEVELS
 from mailguard.scanner import Scanner
 from mailguard.stores.memory import MemoryStore
 from mailguard.train import CrossValidation, cross_validate_features, symbol_directions
+
+from common import add_corpora_option, corpus_labels  # benchmarks/common.py, beside this file
 
 SCORERS = ("bayes", "reputation", "fingerprint", "behaviour")
 
@@ -67,15 +68,14 @@ def variant_scores(cvs: list[CrossValidation], y: np.ndarray, drop: set[str], di
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpora", default=os.environ.get("MAILGUARD_CORPORA", "../shared/corpora"))
+    add_corpora_option(parser)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--jobs", type=int, default=2, help="folds run in parallel processes")
     parser.add_argument("--out", default="benchmarks/out")
     parser.add_argument("--features", help="also write every fold's combiner inputs to this JSON file")
     args = parser.parse_args()
-    labels = Path(args.corpora) / "spamassassin" / "folds.csv"
-    if not labels.exists():
-        print(f"no corpus at {labels}; see ../shared/corpora/README.md", file=sys.stderr)
+    labels = corpus_labels(args.corpora)
+    if labels is None:
         return 2
     started = time.perf_counter()
     with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:

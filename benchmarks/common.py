@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -10,6 +12,20 @@ import numpy as np
 
 from mailguard.datasets import load_labels
 from mailguard.scanner import Scanner
+
+
+def add_corpora_option(parser: argparse.ArgumentParser) -> None:
+    """``--corpora``: where ../shared/corpora is (default ``$MAILGUARD_CORPORA``)."""
+    parser.add_argument("--corpora", default=os.environ.get("MAILGUARD_CORPORA", "../shared/corpora"))
+
+
+def corpus_labels(corpora: str) -> Path | None:
+    """The public corpus's folds.csv, or None after saying on stderr where it was looked for."""
+    labels = Path(corpora) / "spamassassin" / "folds.csv"
+    if labels.exists():
+        return labels
+    print(f"no corpus at {labels}; see ../shared/corpora/README.md", file=sys.stderr)
+    return None
 
 
 def corpus_bytes(corpora: str, limit: int = 0) -> list[bytes]:

@@ -11,13 +11,11 @@ default threshold and on threshold-free metrics (1-AUC, catch at 0 and 2 FP).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -26,6 +24,8 @@ from mailguard.datasets import Sample, load_labels
 from mailguard.evaluate import quality_metrics
 from mailguard.policy import LEVELS
 from mailguard.train import cross_validate
+
+from common import add_corpora_option, corpus_labels  # benchmarks/common.py, beside this file
 
 
 def bogofilter_cv(samples: list[Sample]) -> tuple[np.ndarray, float, float]:
@@ -69,9 +69,12 @@ def row(name: str, m: dict[str, float], speed: str) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpora", default=os.environ.get("MAILGUARD_CORPORA", "../shared/corpora"))
+    add_corpora_option(parser)
     args = parser.parse_args()
-    samples, _ = load_labels(Path(args.corpora) / "spamassassin" / "folds.csv")
+    labels = corpus_labels(args.corpora)
+    if labels is None:
+        return 2
+    samples, _ = load_labels(labels)
     started = time.perf_counter()
     kept, y, ours, _ = cross_validate(samples, config=Config(), k=5)
     ours_time = time.perf_counter() - started

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,8 @@ from mailguard.datasets import load_labels
 from mailguard.evaluate import quality_metrics, roc_points
 from mailguard.policy import LEVELS
 from mailguard.train import cross_validate
+
+from common import add_corpora_option, corpus_labels  # benchmarks/common.py, beside this file
 
 
 def plot_roc(y: np.ndarray, scores: np.ndarray, path: Path, title: str) -> None:
@@ -48,13 +49,12 @@ def plot_roc(y: np.ndarray, scores: np.ndarray, path: Path, title: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpora", default=os.environ.get("MAILGUARD_CORPORA", "../shared/corpora"))
+    add_corpora_option(parser)
     parser.add_argument("--out", default="benchmarks/out")
     parser.add_argument("--folds", type=int, default=5)
     args = parser.parse_args()
-    labels = Path(args.corpora) / "spamassassin" / "folds.csv"
-    if not labels.exists():
-        print(f"no corpus at {labels}; see ../shared/corpora/README.md", file=sys.stderr)
+    labels = corpus_labels(args.corpora)
+    if labels is None:
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,6 @@ import asyncio
 import dataclasses
 import email.utils
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -60,6 +59,8 @@ from mailguard.scanner import Scanner
 from mailguard.scorers.bayes import message_ids
 from mailguard.stores import MemoryStore, SqliteStore
 from mailguard.train import fit_model, seed
+
+from common import add_corpora_option, corpus_labels  # benchmarks/common.py, beside this file
 
 MODES = ("train-everything", "train-on-error")
 PLAUSIBLE = timedelta(days=7)  # how far a Date header may be from the newest Received hop's date
@@ -302,7 +303,7 @@ def plot(curves: dict[str, list[int]], path: Path, title: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpora", default=os.environ.get("MAILGUARD_CORPORA", "../shared/corpora"))
+    add_corpora_option(parser)
     parser.add_argument("--out", default="benchmarks/out")
     parser.add_argument("--warmup-pct", type=float, default=5.0, help="first part of the stream both filters start from")
     parser.add_argument("--warmup-min", type=int, default=50, help="the warm-up is extended until it holds this many of each class")
@@ -313,9 +314,8 @@ def main() -> int:
     parser.add_argument("--no-bogofilter", action="store_true")
     parser.add_argument("--no-plot", action="store_true")
     args = parser.parse_args()
-    labels = Path(args.corpora) / "spamassassin" / "folds.csv"
-    if not labels.exists():
-        print(f"no corpus at {labels}; see ../shared/corpora/README.md", file=sys.stderr)
+    labels = corpus_labels(args.corpora)
+    if labels is None:
         return 2
     if not 0 < args.warmup_pct < 100:
         parser.error("--warmup-pct must be between 0 and 100")

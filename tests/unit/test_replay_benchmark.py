@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load(name: str):
+    if str(ROOT / "benchmarks") not in sys.path:  # benchmarks import common.py from beside them
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

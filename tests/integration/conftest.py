@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailguard.dns import Resolver
+from mailguard.stores.redis import RedisStore
 from mailguard.testing import RedisServer
 from mailguard.testing.dns import FakeDNS, SilentDNS
 
@@ -117,3 +120,24 @@ def run() -> Iterator[Callable[[Any], Any]]:
     """One event loop per test: a RedisStore stays on the loop it first ran in, as the scanner's does."""
     with asyncio.Runner() as runner:
         yield runner.run
+
+
+@pytest.fixture()
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}:"  # each test its own keys on the shared server
+
+
+@pytest.fixture()
+def store(server: RedisServer, run: Callable[[Any], Any], prefix: str) -> Iterator[RedisStore]:
+    """A RedisStore on the module's redis-server, closed on the test's own loop."""
+    s = RedisStore(server.url, prefix=prefix)
+    yield s
+    run(s.close())
+
+
+@pytest.fixture()
+def raw(server: RedisServer) -> Iterator[redis.Redis]:
+    """A plain client to look at what the store wrote."""
+    client = redis.Redis.from_url(server.url)
+    yield client
+    client.close()

@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -23,30 +22,10 @@ from mailguard.errors import StoreError
 from mailguard.message import Envelope, MessageContext
 from mailguard.scorers.fingerprint import FingerprintScorer, Settings
 from mailguard.stores.redis import RedisStore
-from mailguard.testing import RedisServer
 
 from ..unit.test_fingerprint import HAM_BODY, OTHER_BODY, SPAM_BODY, ctx_of, message, variant
 
 Run = Callable[[Any], Any]
-
-
-@pytest.fixture()
-def prefix() -> str:
-    return f"fpt{uuid.uuid4().hex[:8]}:"
-
-
-@pytest.fixture()
-def store(server: RedisServer, run: Run, prefix: str) -> Iterator[RedisStore]:
-    s = RedisStore(server.url, prefix=prefix)
-    yield s
-    run(s.close())
-
-
-@pytest.fixture()
-def raw(server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(server.url)
-    yield client
-    client.close()
 
 
 def symbols(hits) -> dict[str, float]:

@@ -14,8 +14,7 @@ import asyncio
 import socket
 import sys
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -36,26 +35,6 @@ from ..conftest import HAM_WORDS, make_message
 EXPIRED = 0.15  # seconds slept after a TTL of a few ms: long enough on a loaded machine
 
 Run = Callable[[Any], Any]
-
-
-@pytest.fixture()
-def prefix() -> str:
-    return f"t{uuid.uuid4().hex[:10]}:"  # each test its own keys on the shared server
-
-
-@pytest.fixture()
-def store(server: RedisServer, run: Run, prefix: str) -> Iterator[RedisStore]:
-    s = RedisStore(server.url, prefix=prefix)
-    yield s
-    run(s.close())
-
-
-@pytest.fixture()
-def raw(server: RedisServer) -> Iterator[redis.Redis]:
-    """A plain client to look at what the store wrote."""
-    client = redis.Redis.from_url(server.url)
-    yield client
-    client.close()
 
 
 # -- the Store behaviour (as tests/unit/test_stores.py) ----------------------------------

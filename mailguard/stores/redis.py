@@ -19,10 +19,12 @@ or PEXPIRE after INCRBYFLOAT and SADD); one without leaves the key with none (SE
 as SqliteStore does. Redis deletes expired and emptied keys, so an expired counter or set
 restarts from empty.
 
-Redis Cluster: every command touches one key, and reads are one GET per key (not MGET), so
-no pipeline can fail with CROSSSLOT: a cluster pipeline sends each command to its key's slot.
-(This class connects to one server, ``redis://``, ``rediss://`` or ``unix://``; the layout
-is what lets a cluster client take its place.) Callers that want related keys on one slot
+Reads of many keys are MGETs of up to 512 keys: a scan asks for a few hundred token counts
+once the store has learned, and one GET per key cost 10 ms per scan in redis-py (measured).
+Redis Cluster: every write touches one key, and an MGET is the only multi-key command. This
+class connects to one server (``redis://``, ``rediss://`` or ``unix://``); a cluster client
+in its place would split each MGET by slot (redis-py's ``mget_nonatomic``), which the layout
+allows: no caller depends on keys sharing a slot. Callers that want related keys on one slot
 put a hash tag in their names (``bayes:{alice}:tok``); the prefix may not hold braces, so
 the caller's first ``{...}`` is the one Redis hashes.
 
@@ -48,6 +50,7 @@ from ..errors import ConfigError, StoreError
 __all__ = ["RedisStore"]
 
 _MAX_PIPELINE = 10_000  # commands per pipeline: bounds the buffers of one huge call
+_MGET_KEYS = 512  # keys per MGET
 _SETTLE_ITERATIONS = 10  # loop iterations a queued call may wait for others to join its pipeline
 _QUIET_ITERATIONS = 2  # ... and how many of them must pass with no new call before it is sent
 
@@ -164,6 +167,11 @@ class RedisStore:
     def _key(self, kind: str, key: str) -> str:
         return f"{self.prefix}{kind}:{key}"
 
+    async def _mget(self, names: Sequence[str]) -> list[Any]:
+        """The values of ``names`` in order (None where missing), in as few commands as the limit allows."""
+        chunks = [("MGET", *names[i : i + _MGET_KEYS]) for i in range(0, len(names), _MGET_KEYS)]
+        return [value for reply in await self._run(chunks) for value in reply]
+
     async def incr_many(self, amounts: Mapping[str, float], ttl: float | None = None) -> None:
         commands: list[Command] = []
         for key, amount in amounts.items():
@@ -172,7 +180,7 @@ class RedisStore:
         await self._run(commands)
 
     async def get_counters(self, keys: Sequence[str]) -> dict[str, float]:
-        replies = await self._run([("GET", self._key("c", key)) for key in keys])
+        replies = await self._mget([self._key("c", key) for key in keys])
         try:
             return {key: float(value) for key, value in zip(keys, replies) if value is not None}
         except ValueError as exc:
@@ -185,7 +193,7 @@ class RedisStore:
         await self.set_many({key: value}, ttl)
 
     async def get_many(self, keys: Sequence[str]) -> dict[str, bytes]:
-        replies = await self._run([("GET", self._key("v", key)) for key in keys])
+        replies = await self._mget([self._key("v", key) for key in keys])
         return {key: bytes(value) for key, value in zip(keys, replies) if value is not None}
 
     async def set_many(self, values: Mapping[str, bytes], ttl: float | None = None) -> None:

@@ -70,6 +70,17 @@ def test_many_keys(store, run):
     assert run(store.get_members(keys)) == {k: {k} for k in keys}
 
 
+def test_reads_of_many_keys_are_a_few_mgets(store, run, raw):
+    present = {f"tok:{i}": float(i + 1) for i in range(0, 1300, 3)}
+    run(store.incr_many(present))
+    raw.config_resetstat()
+    asked = [f"tok:{i}" for i in range(1300)]  # present and missing keys across chunk borders
+    assert run(store.get_counters(asked)) == present
+    stats = raw.info("commandstats")
+    assert stats["cmdstat_mget"]["calls"] == -(-1300 // redis_module._MGET_KEYS)
+    assert "cmdstat_get" not in stats
+
+
 def test_huge_call_split_into_bounded_pipelines(store, run):
     n = redis_module._MAX_PIPELINE + 500  # one call bigger than a pipeline may be
     amounts = {f"k{i}": float(i) for i in range(n)}

@@ -75,16 +75,13 @@ class BayesScorer:
         n_ham = sum(v for k, v in totals.items() if k.endswith(":h"))
         if not totals:
             return {}, (0.0, 0.0)
-        hexes = [format(int(i), "x") for i in ids]
-        keys = [f"bayes:{s}:t:{h}:{k}" for s in scopes for h in hexes for k in "sh"]
-        found = await self.store.get_counters(keys)
-        delta: dict[int, tuple[float, float]] = {}
-        for i, h in zip(ids, hexes):
-            spam = sum(found.get(f"bayes:{s}:t:{h}:s", 0.0) for s in scopes)
-            ham = sum(found.get(f"bayes:{s}:t:{h}:h", 0.0) for s in scopes)
-            if spam or ham:
-                delta[int(i)] = (spam, ham)
-        return delta, (n_spam, n_ham)
+        hexes = [format(i, "x") for i in ids.tolist()]
+        found = await self.store.get_counters([f"bayes:{s}:t:{h}:{k}" for s in scopes for h in hexes for k in "sh"])
+        counts: dict[int, list[float]] = {}
+        for key, value in found.items():  # only what was learned: usually a fraction of the keys asked
+            token, kind = key.rsplit(":", 2)[1:]
+            counts.setdefault(int(token, 16), [0.0, 0.0])[kind == "h"] += value
+        return {i: (spam, ham) for i, (spam, ham) in counts.items() if spam or ham}, (n_spam, n_ham)
 
     async def score(self, ctx: MessageContext) -> list[Hit]:
         ids = message_ids(ctx)

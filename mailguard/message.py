@@ -13,6 +13,7 @@ import email.message
 import email.parser
 import email.policy
 import email.utils
+import functools
 import hashlib
 import io
 import ipaddress
@@ -92,7 +93,7 @@ class ReceivedHop:
     by: str | None
     date_text: str | None
 
-    @property
+    @functools.cached_property  # several scorers ask for it
     def date(self) -> datetime | None:
         if not self.date_text:
             return None
@@ -320,17 +321,25 @@ class MessageContext:
         """All top-level headers as (lower-case name, decoded value), in order."""
         return self._parsed.headers
 
+    @property
+    def _header_index(self) -> dict[str, list[str]]:
+        """Header values by lower-case name, in order: every scorer looks headers up by name."""
+
+        def build() -> dict[str, list[str]]:
+            index: dict[str, list[str]] = {}
+            for key, value in self._parsed.headers:
+                index.setdefault(key, []).append(value)
+            return index
+
+        return self._view("header_index", build)
+
     def header(self, name: str, default: str = "") -> str:
         """The first header called ``name`` (case-insensitive)."""
-        name = name.lower()
-        for key, value in self._parsed.headers:
-            if key == name:
-                return value
-        return default
+        values = self._header_index.get(name.lower())
+        return values[0] if values else default
 
     def header_all(self, name: str) -> list[str]:
-        name = name.lower()
-        return [value for key, value in self._parsed.headers if key == name]
+        return list(self._header_index.get(name.lower(), ()))
 
     @property
     def subject(self) -> str:
@@ -457,6 +466,16 @@ def parse_received(raw: str) -> ReceivedHop:
 
 
 def _valid_ip(text: str) -> str | None:
+    if len(text) > _MAX_CACHED_IP_CHARS:  # no address, but let ipaddress say so
+        return _canonical_ip.__wrapped__(text)
+    return _canonical_ip(text)
+
+
+_MAX_CACHED_IP_CHARS = 45  # the longest address text (IPv4-mapped IPv6)
+
+
+@functools.lru_cache(maxsize=4096)  # relays recur message after message; parsing one costs ~7 us
+def _canonical_ip(text: str) -> str | None:
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:

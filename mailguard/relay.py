@@ -76,13 +76,47 @@ def _normalize_ip(text: str) -> str | None:
 
 
 def is_trusted(ip: str, networks: Iterable[Network]) -> bool:
-    return _is_trusted(ip, tuple(networks))
-
-
-@functools.lru_cache(maxsize=4096)
-def _is_trusted(ip: str, networks: tuple[Network, ...]) -> bool:
+    if type(networks) is tuple:  # what the scorers pass, the same tuple on every call
+        return _trusted_set(networks).trusts(ip)
     addr = ipaddress.ip_address(ip)
     return any(addr.version == net.version and addr in net for net in networks)
+
+
+class _TrustedSet:
+    """One tuple of trusted networks and what is asked of it again and again: its hash (part
+    of the key of a per-message view) and the verdict per address. Both are kept because
+    hashing the tuple (a Python-level __hash__ per network) costs more than testing an
+    address, and every scorer tests the same few relays message after message."""
+
+    __slots__ = ("key", "networks", "verdicts")
+    _MAX_VERDICTS = 4096
+
+    def __init__(self, networks: tuple[Network, ...]) -> None:
+        self.networks = networks
+        self.key = hash(networks)
+        self.verdicts: dict[str, bool] = {}
+
+    def trusts(self, ip: str) -> bool:
+        verdict = self.verdicts.get(ip)
+        if verdict is None:
+            addr = ipaddress.ip_address(ip)  # ValueError for a non-address, as ever
+            verdict = any(addr.version == net.version and addr in net for net in self.networks)
+            if len(self.verdicts) >= self._MAX_VERDICTS:
+                self.verdicts.clear()
+            self.verdicts[ip] = verdict
+        return verdict
+
+
+_TRUSTED_SETS: dict[int, _TrustedSet] = {}  # by id() of the tuple, which each entry keeps alive
+
+
+def _trusted_set(networks: tuple[Network, ...]) -> _TrustedSet:
+    found = _TRUSTED_SETS.get(id(networks))
+    if found is None or found.networks is not networks:
+        if len(_TRUSTED_SETS) >= 64:
+            _TRUSTED_SETS.clear()
+        found = _TRUSTED_SETS[id(networks)] = _TrustedSet(networks)
+    return found
 
 
 def client_relay(ctx: MessageContext, trusted: Sequence[Network]) -> Relay | None:
@@ -90,7 +124,7 @@ def client_relay(ctx: MessageContext, trusted: Sequence[Network]) -> Relay | Non
     hop from outside ``trusted``. None when every hop is trusted (internal mail) or unknown.
     Computed once per message and set of trusted networks (several scorers ask)."""
     networks = tuple(trusted)
-    return ctx.cached(f"relay:{hash(networks)}", lambda: _client_relay(ctx, networks))
+    return ctx.cached(f"relay:{_trusted_set(networks).key}", lambda: _client_relay(ctx, networks))
 
 
 def _client_relay(ctx: MessageContext, trusted: tuple[Network, ...]) -> Relay | None:

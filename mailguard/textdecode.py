@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import email.header
+import functools
 import re
 
 from charset_normalizer import from_bytes
@@ -91,7 +92,20 @@ _MAX_HEADER_CHARS = 16 * 1024
 def decode_header_value(value: object, limit: int = _MAX_HEADER_CHARS) -> str:
     """Unfold a header and decode RFC 2047 words and raw 8-bit bytes into text."""
     text = value if isinstance(value, str) else str(value)
-    text = _FOLD.sub(" ", text[: limit * 2])
+    text = text[: limit * 2]
+    if "\n" in text:  # (most headers are one line: skip the regex pass)
+        text = _FOLD.sub(" ", text)
+    if not text.isascii() or "=?" in text:
+        text = _decoded(text) if len(text) <= _MAX_CACHED_CHARS else _decoded.__wrapped__(text)
+    return text[:limit].strip()
+
+
+_MAX_CACHED_CHARS = 1000  # longer values are decoded and not remembered
+
+
+@functools.lru_cache(maxsize=512)  # encoded names and subjects recur; decoding them (detection above all) is slow
+def _decoded(text: str) -> str:
+    """Raw 8-bit bytes and RFC 2047 encoded words of an unfolded header, decoded."""
     if not text.isascii():
         try:
             text.encode("utf-8")
@@ -108,4 +122,4 @@ def decode_header_value(value: object, limit: int = _MAX_HEADER_CHARS) -> str:
             )
         except Exception:  # malformed encoded words: keep them as written
             pass
-    return text[:limit].strip()
+    return text

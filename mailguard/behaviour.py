@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import email.utils
+import functools
 import ipaddress
 import math
 import re
@@ -178,8 +179,26 @@ def _domain(address: str) -> str:
     return registered_domain(host) if _HOSTNAME.match(host) else ""
 
 
+_MAX_CACHED_ADDRESSES = 1000  # characters of header text; bounds the cache's memory
+
+
+def _addresses(values: Sequence[str]) -> Sequence[tuple[str, str]]:
+    """``email.utils.getaddresses(values)``, remembered for recent header values: the same
+    From and To lines come back message after message (mailing lists, regular senders) and
+    the stdlib parser costs ~15 us a line. Long values are parsed and not remembered."""
+    text = ", ".join(values)  # what getaddresses parses
+    if len(text) > _MAX_CACHED_ADDRESSES:
+        return email.utils.getaddresses([text])
+    return _parsed_addresses(text)
+
+
+@functools.lru_cache(maxsize=2048)
+def _parsed_addresses(text: str) -> tuple[tuple[str, str], ...]:
+    return tuple(email.utils.getaddresses([text]))
+
+
 def _first_address(values: Iterable[str]) -> tuple[str, str]:
-    for name, addr in email.utils.getaddresses(list(values)):
+    for name, addr in _addresses(list(values)):
         if "@" in addr:
             return name, addr.strip().lower()
     return "", ""
@@ -261,7 +280,7 @@ def from_hits(ctx: MessageContext) -> list[Hit]:
     domain = _domain(addr)
     if not domain:
         return hits
-    for _, reply in email.utils.getaddresses(ctx.header_all("reply-to")):
+    for _, reply in _addresses(ctx.header_all("reply-to")):
         other = _domain(reply)
         if other and other != domain:
             hits.append(Hit("FROM_REPLYTO_DIFF", 1.0, f"From {domain}, Reply-To {other}"))
@@ -281,11 +300,12 @@ def subject_hits(ctx: MessageContext) -> list[Hit]:
         return [Hit("SUBJ_EMPTY", 1.0, "no subject")]
     core = _SUBJECT_PREFIX.sub("", subject)  # "Re: [list] ..." prefixes are not the sender's words
     hits = []
-    cased = [c for c in core if c.isupper() or c.islower()]
-    upper = sum(1 for c in cased if c.isupper())
-    if len(cased) >= 10 and upper >= 0.8 * len(cased):
-        hits.append(Hit("SUBJ_ALL_CAPS", 1.0, f"{upper} of {len(cased)} letters are capitals"))
-    symbols = sum(1 for c in core if c in _SUBJECT_SYMBOLS)
+    # counted by map() over the characters rather than a loop (no character is both upper and lower case)
+    upper = sum(map(str.isupper, core))
+    cased = upper + sum(map(str.islower, core))
+    if cased >= 10 and upper >= 0.8 * cased:
+        hits.append(Hit("SUBJ_ALL_CAPS", 1.0, f"{upper} of {cased} letters are capitals"))
+    symbols = sum(map(core.count, _SUBJECT_SYMBOLS))
     if symbols >= 3:
         hits.append(Hit("SUBJ_SYMBOLS", 1.0, f"{symbols} of $!%* in the subject"))
     return hits
@@ -367,7 +387,7 @@ def attachment_hits(ctx: MessageContext) -> list[Hit]:
 
 
 def recipient_hits(ctx: MessageContext, max_recipients: int) -> list[Hit]:
-    listed = {a.lower() for _, a in email.utils.getaddresses(ctx.header_all("to") + ctx.header_all("cc")) if "@" in a}
+    listed = {a.lower() for _, a in _addresses(ctx.header_all("to") + ctx.header_all("cc")) if "@" in a}
     count = max(len(listed), len(set(ctx.envelope.rcpt_to)))
     if count <= max_recipients:
         return []

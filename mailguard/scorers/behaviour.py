@@ -144,7 +144,8 @@ class BehaviourScorer:
         return cls(services.store, **kw)
 
     async def score(self, ctx: MessageContext) -> list[Hit]:
-        hits = static_hits(ctx, self.settings)
+        # the same for every recipient of a message: computed once, shared by the per-recipient scans
+        hits = list(ctx.cached(f"behaviour.static:{id(self)}", lambda: static_hits(ctx, self.settings)))
         if self.rate:
             hits += await self._rate_hits(ctx)
         return hits

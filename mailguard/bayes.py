@@ -139,9 +139,16 @@ class BayesClassifier:
         weights = np.where(found, self.weights_[pos], 0).astype(np.float64)
         return spam, ham, weights
 
-    def score_one(self, ids: np.ndarray, delta: TokenCounts | None = None, n_delta: tuple[float, float] = (0.0, 0.0)) -> float:
-        """Log-odds for one document, with optional extra counts (global or per-user deltas)."""
-        spam, ham, weights = self.lookup(ids)
+    def score_one(
+        self,
+        ids: np.ndarray,
+        delta: TokenCounts | None = None,
+        n_delta: tuple[float, float] = (0.0, 0.0),
+        looked_up: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    ) -> float:
+        """Log-odds for one document, with optional extra counts (global or per-user deltas);
+        ``looked_up`` is `lookup(ids)` when the caller has it already."""
+        spam, ham, weights = self.lookup(ids) if looked_up is None else looked_up
         if delta:
             extra = np.array([delta.get(int(i), (0.0, 0.0)) for i in ids], dtype=np.float64).reshape(-1, 2)
             spam = spam + extra[:, 0]

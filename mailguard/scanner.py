@@ -128,7 +128,8 @@ class Scanner:
         )
 
     async def _run_one(self, scorer: Scorer, ctx: MessageContext) -> list[Hit]:
-        hits = await asyncio.wait_for(scorer.score(ctx), timeout=scorer.info.timeout)
+        async with asyncio.timeout(scorer.info.timeout):  # no extra task per scorer, as wait_for makes
+            hits = await scorer.score(ctx)
         if not isinstance(hits, list) or not all(isinstance(h, Hit) for h in hits):
             raise TypeError(f"{scorer.name}.score() must return a list of Hit")
         return hits

@@ -95,8 +95,9 @@ class BayesScorer:
             # since, not the classifier's opinion
             log.warning("bayes: store unavailable, scoring with the global model only: %s", exc)
             delta, n_delta, note = {}, (0.0, 0.0), "; store unavailable: global model only"
-        value = self.classifier.score_one(ids, delta, n_delta)
-        spam, ham, _ = self.classifier.lookup(ids)
+        looked_up = self.classifier.lookup(ids)
+        value = self.classifier.score_one(ids, delta, n_delta, looked_up)
+        spam, ham, _ = looked_up
         known = int(((spam + ham) > 0).sum())
         return [Hit("BAYES", value, f"{known} of {len(ids)} tokens known{note}")]
 

@@ -371,12 +371,12 @@ class ReputationScorer:
         if not identities:
             return []
         window = self._window(self.now_for(ctx))
-        keys = [self._key(i, kind, b) for i in identities for kind in "sh" for b in window]
-        counts = await self.store.get_counters(keys)
+        keyed = [(i, [self._key(i, "s", b) for b in window], [self._key(i, "h", b) for b in window]) for i in identities]
+        counts = await self.store.get_counters([k for _, spam_keys, ham_keys in keyed for k in spam_keys + ham_keys])
         best: dict[str, tuple[float, Hit]] = {}  # symbol -> (evidence, hit); REP_DKIM_DOMAIN may have several
-        for identity in identities:
-            spam = sum(w * max(0.0, counts.get(self._key(identity, "s", b), 0.0)) for w, b in zip(self._decay, window))
-            ham = sum(w * max(0.0, counts.get(self._key(identity, "h", b), 0.0)) for w, b in zip(self._decay, window))
+        for identity, spam_keys, ham_keys in keyed:
+            spam = sum(w * max(0.0, counts.get(k, 0.0)) for w, k in zip(self._decay, spam_keys))
+            ham = sum(w * max(0.0, counts.get(k, 0.0)) for w, k in zip(self._decay, ham_keys))
             evidence = spam + ham
             if evidence <= 1e-9:
                 continue  # unknown: no opinion

@@ -139,6 +139,9 @@ class MessageContext:
         self.problems: list[str] = []
         # Headers scorers ask to add (Authentication-Results, X-Virus-Status...); per message, not per user.
         self.added_headers: list[tuple[str, str]] = []
+        # True when scanning it is the message arriving: scorers count it in sending rates and
+        # bulk recipients. False for a second look at mail already counted (a report's re-scan).
+        self.arriving = True
         self._shared: dict[str, Any] = {}
 
     @classmethod
@@ -149,7 +152,7 @@ class MessageContext:
         """A view of the same message for one recipient, sharing every parsed view."""
         other = object.__new__(MessageContext)
         other.__dict__.update(
-            {k: v for k, v in self.__dict__.items() if k in ("raw", "envelope", "limits", "problems", "added_headers", "_shared")}
+            {k: v for k, v in self.__dict__.items() if k in ("raw", "envelope", "limits", "problems", "added_headers", "arriving", "_shared")}
         )
         other.user = user
         return other

@@ -218,6 +218,7 @@ class Scanner:
         if not outcome.changed:
             return outcome
         ctx = self.context(message)  # parsed once for the re-scan and both learns
+        ctx.arriving = False  # it was counted (rates, bulk recipients) when it arrived
         await self._move_thresholds(ctx, label, canonical)
         learned = await self.learn(ctx, label, user=canonical, source="report")
         learned_globally = await self._learn_agreed(queue, ctx, outcome)

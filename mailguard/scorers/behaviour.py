@@ -8,7 +8,8 @@ Sending rate: time-bucketed counters (``rate_buckets`` buckets covering ``rate_w
 seconds, each with TTL = the window), so the window slides by one bucket at a time. Each
 parsed message is counted once: the increment and the read of the whole window are one
 task shared through ``ctx.cached``, so the per-recipient rescans of one message wait for
-the same answer instead of counting it again. ``incr_many`` and ``get_counters`` are issued
+the same answer instead of counting it again; a re-scan of mail already counted
+(``ctx.arriving`` False, a report's) reads the window without counting. ``incr_many`` and ``get_counters`` are issued
 in the same event-loop tick (one ``gather``), which a coalescing store (Redis) sends in one
 round trip; the count read includes this message.
 
@@ -184,7 +185,7 @@ class BehaviourScorer:
         span = self.rate_window / self.rate_buckets
         bucket = math.floor(self._now(ctx) / span)
         window = range(bucket - self.rate_buckets + 1, bucket + 1)
-        increments = {f"{p}:{bucket}": 1.0 for p in identities}
+        increments = {f"{p}:{bucket}": 1.0 for p in identities} if ctx.arriving else {}
         counts = await self._count_once(ctx, increments, [f"{p}:{b}" for p in identities for b in window])
         if counts is None:
             return []

@@ -312,7 +312,7 @@ class FingerprintScorer:
                 set_keys += [k for keys in bulk_keys.values() for k in keys]
                 own_slots = self._recipient_slots(ctx)
                 recorded: set[int] = ctx.cached(f"fingerprint.bulk_recorded:{id(self)}", set)
-                new = own_slots - recorded
+                new = own_slots - recorded if ctx.arriving else set()  # a re-scan reads, never recounts
                 if new:  # claimed before any await: a concurrent per-recipient scan adds nothing twice
                     recorded |= new
                     members = [str(m) for m in sorted(new)]

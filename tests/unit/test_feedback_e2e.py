@@ -157,3 +157,25 @@ def test_global_learning_waits_while_too_many_reporters_disagree(scanner):
     # 3 agree but 1 of 4 (25%) dissents: above global_max_dissent (20%); 4 of 5 is enough
     assert [o.learned_globally for o in outcomes.values()] == [False, False, False, False, True]
     assert scanner.config.users.global_max_dissent == 0.2
+
+
+def traffic_counts(path) -> list[tuple]:
+    """Sending-rate counters and bulk-recipient sets: what arriving mail is counted in."""
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        rates = db.execute("SELECT key, value FROM counters WHERE key LIKE 'bhv:rate:%' ORDER BY key").fetchall()
+        bulk = db.execute("SELECT key, member FROM sets WHERE key LIKE 'fz:r:%' ORDER BY key, member").fetchall()
+    return rates + bulk
+
+
+def test_a_report_re_scans_without_counting_the_message_as_traffic_again(scanner, tmp_path):
+    raw, envelope = campaign_copy("alice@example.net", 1)
+    scanner.scan_sync(raw, envelope)
+    counted = traffic_counts(tmp_path / "store.sqlite3")
+    assert counted, "the arrival was counted"
+    # the reported copy as a mail client sends it back: no envelope, the Received line kept
+    scanner.report_sync(raw, "spam", user="alice@example.net")
+    assert traffic_counts(tmp_path / "store.sqlite3") == counted
+    scanner.scan_sync(raw, envelope)  # a new arrival still counts
+    assert traffic_counts(tmp_path / "store.sqlite3") != counted

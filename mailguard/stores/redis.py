@@ -83,7 +83,9 @@ class RedisStore:
         retry = Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))
         try:
             return aioredis.from_url(
-                self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout, retry=retry,
+                # no timeout per reply (a timeout context per reply cost more than parsing it):
+                # each pipeline has one deadline instead, see _execute
+                self.url, socket_timeout=None, socket_connect_timeout=self.timeout, retry=retry,
                 encoding_errors="surrogatepass",  # keys and members decoded with surrogateescape still round-trip
             )
         except (ValueError, TypeError) as exc:
@@ -136,7 +138,7 @@ class RedisStore:
                 for command in commands[start : start + _MAX_PIPELINE]:
                     pipe.execute_command(*command)
                 self.round_trips += 1
-                replies += await pipe.execute(raise_on_error=False)
+                replies += await self._send(pipe)
         except Exception as exc:  # redis errors, and anything odd: every caller must get an answer
             for _, future in batch:
                 if not future.done():
@@ -156,6 +158,17 @@ class RedisStore:
                 future.set_exception(self._error(failed))
             else:
                 future.set_result(mine)
+
+    async def _send(self, pipe: Any) -> list[Any]:
+        """One pipeline's replies within its deadline: ``timeout`` for each started 1,000
+        commands, so a scan's few dozen get ``timeout`` and a bulk load is not cut short.
+        (redis-py drops a connection interrupted mid-reply, so the next call starts clean.)"""
+        deadline = self.timeout * (1 + len(pipe) // 1000)
+        try:
+            async with asyncio.timeout(deadline):
+                return list(await pipe.execute(raise_on_error=False))
+        except TimeoutError as exc:
+            raise TimeoutError(f"no answer within {deadline:g} s") from exc
 
     def _error(self, exc: BaseException) -> StoreError:
         error = StoreError(f"Redis store {self.where}: {type(exc).__name__}: {exc}")

@@ -11,6 +11,7 @@ redis-server is required: without it the fixture fails (scripts/system-deps inst
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import sys
 import time
@@ -334,6 +335,24 @@ def test_silent_server_times_out_as_store_error(run):
         with pytest.raises(StoreError, match="Timeout"):
             run(store.get("k"))
         assert time.monotonic() - started < 2.0
+        run(store.close())
+
+
+def test_frozen_server_times_out_and_the_next_call_gets_its_own_answer(run, prefix):
+    """A pipeline cut off by its deadline must not leave replies behind for the next one."""
+    with RedisServer() as own:
+        store = RedisStore(own.url, prefix=prefix, timeout=0.3)
+        run(store.set_many({"a": b"A", "b": b"B"}))
+        own.process.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(StoreError, match="no answer within 0.3 s"):
+                run(store.get_many(["a"]))
+            assert time.monotonic() - started < 2.0
+        finally:
+            own.process.send_signal(signal.SIGCONT)
+        assert run(store.get_many(["b"])) == {"b": b"B"}
+        assert run(store.get_counters(["none"])) == {}
         run(store.close())
 
 

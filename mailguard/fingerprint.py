@@ -39,6 +39,7 @@ import numpy as np
 from xxhash import xxh3_64_intdigest
 
 from .urls import registered_domain
+from .words import WordPattern
 
 __all__ = [
     "BANDS",
@@ -85,7 +86,7 @@ _WWW = re.compile(r"www\.(?P<host>[^\s/:?#@<>\"'()\[\]{}]{1,252})[^\s<>\"'()\[\]
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
 _CJK_RUN = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f]+")
 _DIGIT = re.compile(r"\d")
-_WORD = re.compile(r"\w+")
+_WORD = WordPattern(r"\w+")  # a ``[...]+`` pattern: see mailguard.words
 _NOT_WORD = re.compile(r"\W+")
 
 _U64 = np.uint64
@@ -158,17 +159,6 @@ def _replace_addresses(piece: str) -> str:
     return "".join(out)
 
 
-# Every ASCII character that is not a word character (``\W``), mapped to a space.
-_ASCII_NOT_WORD = str.maketrans({c: " " for c in map(chr, range(128)) if not _WORD.fullmatch(c)})
-
-
-def _word_list(text: str) -> list[str]:
-    """``_WORD.findall(text)``; for ASCII text by a translate and a split, twice as fast."""
-    if text.isascii():
-        return text.translate(_ASCII_NOT_WORD).split()
-    return _WORD.findall(text)
-
-
 def _normalise_piece(piece: str, links: _Links, out: list[str]) -> None:
     """Append the words of one slice of text to ``out`` (see `normalise`)."""
     piece = piece.lower()
@@ -180,7 +170,7 @@ def _normalise_piece(piece: str, links: _Links, out: list[str]) -> None:
         piece = _replace_addresses(piece)
     if not piece.isascii() and _CJK_RUN.search(piece):
         piece = _CJK_RUN.sub(lambda run: f" {' '.join(run.group())} ", piece)
-    for word in _word_list(piece):
+    for word in _WORD.findall(piece):
         if not word.isalpha() and _DIGIT.search(word):
             if out and out[-1] == NUMBER:
                 continue

@@ -21,11 +21,12 @@ import numpy as np
 from xxhash import xxh3_64_intdigest
 
 from .message import MessageContext
+from .words import WordPattern
 
 __all__ = ["hash_tokens", "message_tokens", "words"]
 
 _CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f]+")
-_WORD = re.compile(r"[\w$'!\-.@]+")
+_WORD = WordPattern(r"[\w$'!\-.@]+")  # a ``[...]+`` pattern: see mailguard.words
 _STRIP = "'-.!_@"
 _MAX_WORD = 40
 _HOST = re.compile(r"\b((?:[a-z0-9-]+\.)+[a-z]{2,})\b")
@@ -58,19 +59,6 @@ _VALUE_HEADERS = frozenset(
 )
 
 
-# Every ASCII character that cannot be part of a `_WORD`, mapped to a space (derived from the
-# regex itself, so the two cannot disagree).
-_ASCII_NOT_WORD = str.maketrans({c: " " for c in map(chr, range(128)) if not _WORD.fullmatch(c)})
-
-
-def _word_list(text: str) -> list[str]:
-    """``_WORD.findall(text)``. For ASCII text (most mail) the same list comes from a translate
-    and a split, twice as fast as the regex; other text goes through the regex."""
-    if text.isascii():
-        return text.translate(_ASCII_NOT_WORD).split()
-    return _WORD.findall(text)
-
-
 def _shape(text: str) -> str:
     """Character-class shape: digit runs -> 9, lower-case runs -> a, upper-case runs -> A."""
     return _UPPER.sub("A", _LOWER.sub("a", _DIGITS.sub("9", text)))[:40]
@@ -91,7 +79,7 @@ def words(text: str, out: set[str], prefix: str = "") -> None:
             else:
                 out.update(prefix + run[i : i + 2] for i in range(len(run) - 1))
         text = _CJK.sub(" ", text)
-    for word in set(_word_list(text)):
+    for word in set(_WORD.findall(text)):
         word = word.strip(_STRIP)
         if len(word) < 2:
             continue
@@ -107,7 +95,7 @@ def _address_tokens(name: str, value: str, out: set[str]) -> None:
         out.add(f"{name}:dom:{domain}")
         out.add(f"{name}:dom2:{_last_two(domain)}")
     if "<" in value:
-        for word in _word_list(value.split("<")[0]):
+        for word in _WORD.findall(value.split("<")[0]):
             word = word.strip(_STRIP)
             if 1 < len(word) <= _MAX_WORD:
                 out.add(f"{name}:name:{word}")
@@ -157,7 +145,7 @@ def _add_header_tokens(name: str, value: str, out: set[str]) -> None:
     elif name in _VALUE_HEADERS:
         lowered = value.lower().strip()
         out.add(f"{name}:{lowered[:60]}")
-        out.update(f"{name}:w:{w}" for w in _word_list(lowered) if len(w) < _MAX_WORD)
+        out.update(f"{name}:w:{w}" for w in _WORD.findall(lowered) if len(w) < _MAX_WORD)
     elif name == "content-type":
         lowered = value.lower()
         out.add("ct:" + lowered.split(";")[0].strip())

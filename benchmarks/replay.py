@@ -20,7 +20,9 @@ reputation and fingerprints with it), bogofilter registers it; those messages ar
 counted. bogofilter's scores from a truly
 empty start over the whole stream are reported as well (its counts after the warm-up are
 the same either way in train-everything mode). mailguard learns through
-``Scanner.learn(raw, label, source="report")``, globally, into a fresh store (SQLite in a
+``Scanner.learn(raw, label, source="report")``, globally, into a fresh store, under a clock
+that follows the stream (each message's date), as the reputation scorer's rule for replayed
+mail asks (SQLite in a
 temporary directory by default); its regression weights stay those of the warm-up model,
 as they would between two offline retrainings; ``--retrain-every N`` adds those retrainings
 (every N scored messages, on all of the stream so far, as a nightly ``mailguard train`` would).
@@ -169,11 +171,15 @@ def replay_mailguard(stream: list[Message], warm: int, mode: str, store_kind: st
     training = scan_time = learn_time = 0.0
     learned = 0
     vocabulary: list[int] = []
+    # "now" for the scanner follows the stream (offline replay keeps the messages' own time)
+    stream_clock = [max((m.when.timestamp() for m in stream[:warm] if m.when is not None), default=0.0)]
 
     async def run(scanner: Scanner, begin: int, end: int) -> None:
         nonlocal scan_time, learn_time, learned
         for n in range(begin, end):
             m = stream[n]
+            if m.when is not None:  # the stream's clock: what is learned now is seen by the next scan
+                stream_clock[0] = max(stream_clock[0], m.when.timestamp())
             t0 = time.perf_counter()
             result = await scanner.scan(m.raw)
             t1 = time.perf_counter()
@@ -191,7 +197,7 @@ def replay_mailguard(stream: list[Message], warm: int, mode: str, store_kind: st
         bundle = fit_on(stream[:begin], config)
         vocabulary.append(int(len(bundle.bayes.vocab_)))
         store = SqliteStore(workdir / f"replay-{segment}.sqlite3") if store_kind == "sqlite" else MemoryStore()
-        scanner = Scanner(config, store=store, model=bundle)
+        scanner = Scanner(config, store=store, model=bundle, clock=lambda: stream_clock[0])
         try:
             asyncio.run(seed(scanner, [(m.raw, m.y) for m in stream[:begin]]))
             training += time.perf_counter() - started

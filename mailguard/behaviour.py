@@ -400,7 +400,7 @@ def static_hits(ctx: MessageContext, settings: Settings) -> list[Hit]:
     received_at = receive_time(ctx, settings.trusted)
     # no Received date: in a live SMTP session the clock is the receive time; without one
     # (a stored file) the clock is only an upper bound, good for judging the future alone
-    judge_past = received_at is not None or bool(ctx.envelope.client_ip)
+    judge_past = received_at is not None or ctx.envelope.live
     if received_at is None:
         received_at = datetime.fromtimestamp(settings.clock(), timezone.utc)
     return [

@@ -53,6 +53,12 @@ class Envelope:
     auth_user: str | None = None
     queue_id: str | None = None
 
+    @property
+    def live(self) -> bool:
+        """True when an MTA handed this message over in an SMTP session happening now (it names
+        the connecting client): then "now" is the clock, whatever dates the message carries."""
+        return bool(self.client_ip)
+
 
 @dataclasses.dataclass(frozen=True)
 class TextPart:

@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .addresses import canonical_address
@@ -48,6 +48,7 @@ class Scanner:
         model: ModelBundle | None = None,
         scorers: Sequence[Scorer] | None = None,
         resolver: Resolver | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config or load_config()
         self.store = store if store is not None else open_store(self.config.store)
@@ -64,7 +65,8 @@ class Scanner:
         if resolver is None and self.config.scanner.network:
             resolver = Resolver.from_config(self.config.dns)
         self.resolver = resolver
-        services = Services(self.config, self.store, model, resolver)
+        self.clock = clock
+        services = Services(self.config, self.store, model, resolver, clock)
         if scorers is None:
             scorers = [
                 load_scorer(name, self.config.scorers.get(name, {}), services) for name in self.config.scanner.scorers
@@ -213,7 +215,7 @@ class Scanner:
         not un-learn)."""
         users = self.config.users
         canonical = canonical_address(user, aliases=users.aliases, plus_separators=users.plus_separators)
-        queue = ReportQueue.from_config(self.store, users)
+        queue = ReportQueue.from_config(self.store, users, clock=self.clock)
         outcome = await queue.add(message, canonical, label, source)
         if not outcome.changed:
             return outcome

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Collection, Mapping
+import time
+from collections.abc import Callable, Collection, Mapping
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -56,6 +57,8 @@ class Services:
     store: Store
     model: ModelBundle | None
     resolver: Resolver | None = None  # the shared DNS client for network scorers (None: no DNS)
+    # "now" for every scorer that keeps time in the store (tests and offline replays inject one)
+    clock: Callable[[], float] = time.time
 
 
 @runtime_checkable

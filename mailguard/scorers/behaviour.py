@@ -142,7 +142,7 @@ class BehaviourScorer:
             if not isinstance(weights, Mapping) or set(weights) - set(SYMBOLS):
                 raise ConfigError(f"{_WHERE} weights must map this scorer's symbols to numbers")
             kw["weights"] = {s: _number(w, f"weights.{s}", -100.0, 100.0) for s, w in weights.items()}
-        return cls(services.store, **kw)
+        return cls(services.store, clock=services.clock, **kw)
 
     async def score(self, ctx: MessageContext) -> list[Hit]:
         # the same for every recipient of a message: computed once, shared by the per-recipient scans
@@ -154,7 +154,7 @@ class BehaviourScorer:
     # -- sending rate ---------------------------------------------------------------------
 
     def _now(self, ctx: MessageContext) -> float:
-        if self.rate_time == "clock" or (self.rate_time == "auto" and ctx.envelope.client_ip):
+        if self.rate_time == "clock" or (self.rate_time == "auto" and ctx.envelope.live):
             return self.clock()
         received = receive_time(ctx, self.settings.trusted)
         if received is None:

@@ -221,7 +221,7 @@ class FingerprintScorer:
         settings = Settings(**kw)
         if settings.max_words < settings.min_words:
             raise ConfigError(f"{_WHERE} max_words must not be below min_words")
-        return cls(services.store, settings)
+        return cls(services.store, settings, clock=services.clock)
 
     # -- per-message views ---------------------------------------------------------------
 
@@ -259,7 +259,7 @@ class FingerprintScorer:
     def _now(self, ctx: MessageContext) -> float:
         """Which time places the message in a bulk bucket; see Settings.bulk_time."""
         mode = self.settings.bulk_time
-        if mode == "clock" or (mode == "auto" and ctx.envelope.client_ip):
+        if mode == "clock" or (mode == "auto" and ctx.envelope.live):
             return self.clock()
         for hop in ctx.received:
             try:

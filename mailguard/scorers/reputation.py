@@ -19,14 +19,17 @@ weighted by ``0.5 ** (age / half_life_days)`` when read; every key an identity u
 its hash tag (``rep:{ip4:192.0.2.1}:s:2890``) so a Redis Cluster keeps it on one slot.
 ``score`` reads every bucket of every identity in ONE ``get_counters`` call.
 
-Time: live learning (``report``, ``autolearn``) uses the clock. Learning a corpus offline
-(``source="train"``) uses the message's own receive time (newest Received date, else Date),
-and scoring uses the same notion of "now" (the receive time, capped at the clock, when the
-message has one), so replaying 2002 mail counts and reads 2002 buckets consistently and an
-offline evaluation only sees evidence from before each message. In production the newest
-Received header is our own MTA's, so this is the clock; a library caller scanning mail whose
-dates the sender wrote can set ``message_time = false`` so a forged old date cannot step
-around recent evidence.
+Time: a live scan sees every piece of evidence learned before it started, whatever dates the
+message carries. Live means an SMTP envelope naming the connecting client (the milter, or a
+library caller passing the MTA's envelope): such a scan reads the buckets at the clock, and
+live learning (``report``, ``autolearn``) writes them at the clock. Replaying old mail
+offline keeps the message's own time: learning a corpus (``source="train"``) counts each
+message at its receive time (newest Received date, else Date), and a scan with no live
+envelope reads the buckets at that time capped at the clock, so replaying 2002 mail counts
+and reads 2002 buckets consistently and an offline evaluation only sees evidence from before
+each message (a replay that also learns as it goes injects a clock that follows the stream).
+``message_time = false`` makes every scan read at the clock, for a library caller scanning
+stored mail whose dates a sender could forge to step around recent evidence.
 
 Per-user learning (``user`` given) moves the global reputation, but one user's share of an
 identity's evidence is capped (``max_user_share``, beyond a small ``user_allowance``), so a
@@ -285,6 +288,7 @@ class ReputationScorer:
             message_time=use_message_time,
             trusted=trusted,
             dkim_source=dkim_source,
+            clock=services.clock,
             timeout=timeout,
             weights=weights,
         )
@@ -349,7 +353,7 @@ class ReputationScorer:
     def now_for(self, ctx: MessageContext) -> float:
         """The "now" a scan of ``ctx`` reads the buckets at (see the module docstring)."""
         clock = self.clock()
-        if self.use_message_time:
+        if self.use_message_time and not ctx.envelope.live:
             stamp = self._message_time(ctx)
             if stamp is not None:
                 return min(stamp, clock)

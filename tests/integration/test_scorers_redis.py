@@ -9,6 +9,8 @@ still finishes with a verdict (nothing raises into the caller).
 from __future__ import annotations
 
 import dataclasses
+import email.utils
+import time
 import uuid
 from pathlib import Path
 
@@ -34,13 +36,16 @@ def config() -> Config:
 
 
 def campaign(n: int, rcpt: str) -> tuple[bytes, Envelope]:
-    """Copy ``n`` of one pill campaign from one sending host, with its own recipient and numbers."""
+    """Copy ``n`` of one pill campaign from one sending host, with its own recipient and numbers.
+    Dated weeks before the clock: a live scan (the envelope names the client) must still see
+    what was reported since, whatever dates the message carries."""
+    sent = time.time() - 3 * 7 * 86400 + n
     raw = (
         "Received: from mx.pills-now.test (mx.pills-now.test [203.0.113.50]) by mx.example.org; "
-        "Mon, 23 Nov 2026 10:00:00 +0000\r\n"
+        f"{email.utils.formatdate(sent + 1)}\r\n"
         "From: Pharmacy Deals <deals@pills-now.test>\r\n"
         f"To: {rcpt}\r\nSubject: order {n} of cheap meds today\r\n"
-        f"Date: Mon, 23 Nov 2026 09:59:{n % 60:02d} +0000\r\nMessage-ID: <{n}.{uuid.uuid4().hex}@pills-now.test>\r\n\r\n"
+        f"Date: {email.utils.formatdate(sent)}\r\nMessage-ID: <{n}.{uuid.uuid4().hex}@pills-now.test>\r\n\r\n"
         f"Dear customer number {n}, our online pharmacy ships quality generic medication to your door "
         "without a prescription, discreet packaging and the lowest prices guaranteed, visit our store "
         f"today and save up to {50 + n} percent on every order you place with us this week only.\r\n"

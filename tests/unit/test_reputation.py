@@ -256,17 +256,29 @@ def test_train_uses_the_message_date_and_scoring_reads_at_it(store, clock):
     assert "REP_IP" not in hits_by_symbol(run(scorer.score(old(99, "Mon, 01 Jul 2002 12:00:00 +0000"))))
 
 
-def test_live_learning_uses_the_clock_and_message_time_can_be_off(store, clock):
+def test_a_live_scan_sees_every_report_made_before_it_whatever_the_message_dates(store, clock):
+    """The product rule: a report is learned at the clock, and a later live scan (an SMTP
+    envelope naming the client) of a copy dated weeks earlier sees the evidence. Offline (no
+    live envelope) the same copy is read at its own date, before the reports; with
+    ``message_time = false`` every scan reads at the clock."""
     scorer = scorer_for(store, clock)
-    dated = "Date: Mon, 05 Aug 2002 10:00:00 +0000\r\n"
-    run(learn_n(scorer, 5, "spam", lambda i: distinct(i)))  # report: counted now
-    old_ctx = ctx_for(raw_message(headers=dated))
-    assert run(scorer.score(old_ctx)) == []  # read at its 2002 date: nothing there
+    run(learn_n(scorer, 5, "spam", lambda i: distinct(i)))  # reports of 203.0.113.9, counted now
+    clock.now += 2 * DAY  # the scan comes later
+    weeks_earlier = email.utils.formatdate(clock.now - 3 * WEEK)
+    copy = raw_message(
+        headers=f"Received: from a.example (a.example [203.0.113.9]) by mx.example; {weeks_earlier}\r\nDate: {weeks_earlier}\r\n"
+    )
+    live = MessageContext(copy, Envelope(client_ip="203.0.113.9", mail_from="alice@example.com"))
+    assert live.envelope.live
+    assert hits_by_symbol(run(scorer.score(live)))["REP_IP"].value > 0.3
+    offline = MessageContext(copy)  # a stored file: the client comes from its Received hop
+    assert not offline.envelope.live
+    assert run(scorer.score(offline)) == []  # read three weeks back, before the reports
     clock_only = scorer_for(store, clock, message_time=False)
-    assert hits_by_symbol(run(clock_only.score(old_ctx)))["REP_IP"].value > 0.3
+    assert hits_by_symbol(run(clock_only.score(offline)))["REP_IP"].value > 0.3
     # a date in the future is not believed: read at the clock
-    future = ctx_for(raw_message(headers="Date: Fri, 01 Jan 2100 00:00:00 +0000\r\n"))
-    assert hits_by_symbol(run(scorer.score(future)))["REP_IP"].value > 0.3
+    future = raw_message(headers="Received: from a.example (a.example [203.0.113.9]) by mx.example; Fri, 01 Jan 2100 00:00:00 +0000\r\n")
+    assert hits_by_symbol(run(scorer.score(MessageContext(future))))["REP_IP"].value > 0.3
 
 
 # -- authenticated vs unauthenticated domains -------------------------------------------------

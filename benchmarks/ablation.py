@@ -3,7 +3,7 @@
     python benchmarks/ablation.py [--corpora ../shared/corpora] [--jobs 2] [--out benchmarks/out]
 
 Every fold is scanned once through the real Scanner with all scorers (model trained on the
-other folds, store seeded with them only; see mailguard.train). A variant without a scorer
+other folds, store seeded with them only; see mailguard.learning.train). A variant without a scorer
 refits the combiner on the same out-of-fold features minus that scorer's symbols and
 rescores the same held-out features, which is what scanning without the scorer gives,
 since scorers do not see each other's output. The first row is the quality benchmark's
@@ -24,12 +24,12 @@ import numpy as np
 
 from mailguard.combine import Combiner
 from mailguard.config import Config
-from mailguard.datasets import load_labels
-from mailguard.evaluate import quality_metrics
+from mailguard.learning.datasets import load_labels
+from mailguard.learning.evaluate import quality_metrics
 from mailguard.policy import LEVELS
 from mailguard.scanner import Scanner
 from mailguard.stores.memory import MemoryStore
-from mailguard.train import CrossValidation, cross_validate_features, symbol_directions
+from mailguard.learning.train import CrossValidation, cross_validate_features, symbol_directions
 
 from common import add_corpora_option, corpus_labels  # benchmarks/common.py, beside this file
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mailguard.datasets import load_labels
+from mailguard.learning.datasets import load_labels
 from mailguard.scanner import Scanner
 
 

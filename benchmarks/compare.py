@@ -4,7 +4,7 @@
 
 bogofilter (Debian's package, if installed) is trained on four folds with -s/-n in bulk
 mode and scores the fifth (-T), with its own default configuration; mailguard runs the
-same protocol through `mailguard.train.cross_validate`. Each filter is judged at its own
+same protocol through `mailguard.learning.train.cross_validate`. Each filter is judged at its own
 default threshold and on threshold-free metrics (1-AUC, catch at 0 and 2 FP).
 """
 
@@ -20,10 +20,10 @@ import time
 import numpy as np
 
 from mailguard.config import Config
-from mailguard.datasets import Sample, load_labels
-from mailguard.evaluate import quality_metrics
+from mailguard.learning.datasets import Sample, load_labels
+from mailguard.learning.evaluate import quality_metrics
 from mailguard.policy import LEVELS
-from mailguard.train import cross_validate
+from mailguard.learning.train import cross_validate
 
 from common import add_corpora_option, corpus_labels  # benchmarks/common.py, beside this file
 

@@ -34,7 +34,7 @@ import numpy as np
 import redis
 from common import pin_one_core
 
-from mailguard import fingerprint as fp
+from mailguard.scorers import minhash as fp
 from mailguard.message import Envelope, MessageContext
 from mailguard.scorers.fingerprint import FingerprintScorer, Settings, _Fingerprint, _Record  # the layout's own code
 from mailguard.stores.redis import RedisStore

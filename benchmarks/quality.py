@@ -19,10 +19,10 @@ import numpy as np
 
 from mailguard.cli import format_metrics
 from mailguard.config import Config
-from mailguard.datasets import load_labels
-from mailguard.evaluate import quality_metrics, roc_points
+from mailguard.learning.datasets import load_labels
+from mailguard.learning.evaluate import quality_metrics, roc_points
 from mailguard.policy import LEVELS
-from mailguard.train import cross_validate
+from mailguard.learning.train import cross_validate
 
 from common import add_corpora_option, corpus_labels  # benchmarks/common.py, beside this file
 

@@ -52,15 +52,15 @@ import numpy as np
 from scipy.special import expit, logit
 
 from mailguard.config import Config, StoreConfig
-from mailguard.datasets import Sample, load_labels
-from mailguard.evaluate import quality_metrics
+from mailguard.learning.datasets import Sample, load_labels
+from mailguard.learning.evaluate import quality_metrics
 from mailguard.message import MessageContext
 from mailguard.model import ModelBundle
 from mailguard.policy import LEVELS
 from mailguard.scanner import Scanner
 from mailguard.scorers.bayes import message_ids
 from mailguard.stores import MemoryStore, SqliteStore
-from mailguard.train import fit_model, seed
+from mailguard.learning.train import fit_model, seed
 
 from common import add_corpora_option, corpus_labels  # benchmarks/common.py, beside this file
 

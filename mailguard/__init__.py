@@ -10,7 +10,7 @@ From asyncio code, ``await scanner.scan(raw_bytes, envelope)``.
 
 from .config import Config, load_config
 from .errors import ConfigError, MailguardError, MilterError, ModelError, ScorerError, StoreError, VirusScanError
-from .message import Envelope, MessageContext
+from .message.context import Envelope, MessageContext
 from .model import ModelBundle, load_model
 from .policy import Thresholds
 from .result import Action, Contribution, Hit, ScanResult, ScorerFailure, Verdict

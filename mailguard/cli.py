@@ -23,15 +23,15 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .addresses import canonical_address
+from .message.addresses import canonical_address
 from .config import Config, StoreConfig, load_config
 from .errors import MailguardError
-from .evaluate import quality_metrics
-from .datasets import Sample, load_corpus
+from .learning.evaluate import quality_metrics
+from .learning.datasets import Sample, load_corpus
 from .model import ModelBundle, load_model, save_model
 from .policy import LEVELS
-from .reportqueue import check_source
-from .reports import arf_label, iter_messages
+from .reports.queue import check_source
+from .reports.sources import arf_label, iter_messages
 from .result import ScanResult
 from .scanner import Scanner
 
@@ -134,7 +134,7 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import train
+    from .learning.train import train
 
     config = _load_config(args)
     samples, errors = load_corpus(args.labels, args.root)
@@ -158,7 +158,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _seed_store(config: Config, bundle: ModelBundle, samples: list[Sample], progress: _Progress) -> int:
     """What `mailguard train` teaches the store in service: the corpus's senders and fingerprints."""
-    from .train import read_sample, seed
+    from .learning.train import read_sample, seed
 
     labelled = []
     for sample in samples:
@@ -175,7 +175,7 @@ def _seed_store(config: Config, bundle: ModelBundle, samples: list[Sample], prog
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .train import cross_validate
+    from .learning.train import cross_validate
 
     config = _load_config(args)
     samples, errors = load_corpus(args.labels, args.root)
@@ -358,7 +358,7 @@ def _reports_since(value: str) -> tuple[bool, float | None]:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
-    from .retrain import EXIT_REFUSED, RetrainSettings, format_comparison, retrain
+    from .learning.retrain import EXIT_REFUSED, RetrainSettings, format_comparison, retrain
 
     config = _load_config(args)
     use_reports, since = _reports_since(args.reports)
@@ -426,7 +426,7 @@ def cmd_model(args: argparse.Namespace) -> int:
 
 def cmd_milter(args: argparse.Namespace) -> int:
     try:
-        from .milter import run_milter
+        from .milter.daemon import run_milter
     except ImportError as exc:  # pymilter is an optional extra (it needs libmilter to build)
         _error(f"the milter needs pymilter and prometheus-client: pip install 'mailguard[milter]' ({exc})")
         return 2

@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .result import Contribution, Hit
-from .scorer import ScorerInfo
+from .result import Contribution, Hit, ScorerInfo
 
 __all__ = ["Combiner", "ScorerHits", "sigmoid"]
 

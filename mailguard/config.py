@@ -16,6 +16,10 @@ from types import MappingProxyType
 from typing import Any
 
 from .errors import ConfigError
+from .message.addresses import normalise_aliases
+from .message.limits import Limits
+from .result import Action
+from .thresholds import LEVELS
 
 __all__ = [
     "Config",
@@ -29,6 +33,7 @@ __all__ = [
     "UsersConfig",
     "default_model_dir",
     "load_config",
+    "validate_policy_config",
 ]
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
@@ -47,24 +52,6 @@ def default_store_path() -> Path:
         return Path(env)
     state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(state) / "mailguard" / "store.sqlite3"
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Limits:
-    """Bounds on everything message content controls; past a bound, parts are skipped and noted."""
-
-    max_parse_bytes: int = 8 * 1024 * 1024  # only this much is MIME-parsed; the rest is noted
-    max_header_bytes: int = 16 * 1024  # one header value
-    max_parts: int = 500
-    max_depth: int = 20
-    max_headers: int = 500
-    max_part_text_bytes: int = 512 * 1024  # decoded text kept per text part
-    max_total_text_bytes: int = 2 * 1024 * 1024
-    max_html_bytes: int = 1024 * 1024
-    max_urls: int = 500
-    max_received: int = 50
-    max_attachments: int = 100
-    max_tokens: int = 20000
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -118,7 +105,7 @@ class DnsConfig:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class MilterConfig:
-    """The Postfix milter daemon (``mailguard milter``, see mailguard/milter.py)."""
+    """The Postfix milter daemon (``mailguard milter``, see mailguard/milter/daemon.py)."""
 
     socket: str = "inet:8895@127.0.0.1"  # libmilter form: inet:PORT@HOST or unix:/path
     socket_mode: str = "0660"  # unix socket permissions (octal): the MTA must be able to write to it
@@ -133,7 +120,7 @@ class MilterConfig:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class UsersConfig:
-    """Whose per-user data a recipient's address is (mailguard/addresses.py), and user reports.
+    """Whose per-user data a recipient's address is (mailguard/message/addresses.py), and user reports.
 
     Aliases and sub-address tags are resolved before any per-user key is made, so one
     mailbox keeps one model whatever address mail reaches it by. The table is validated
@@ -164,8 +151,6 @@ class UsersConfig:
     global_max_dissent: float = 0.2
 
     def __post_init__(self) -> None:
-        from .addresses import normalise_aliases  # addresses owns what a valid alias is
-
         try:
             table = normalise_aliases(self.aliases, plus_separators=self.plus_separators)
         except ValueError as exc:
@@ -285,12 +270,23 @@ def config_from_mapping(data: Mapping[str, Any]) -> Config:
         raise ConfigError("[scorers.NAME] sections must be tables")
     values["scorers"] = MappingProxyType({k: MappingProxyType(dict(v)) for k, v in scorers.items()})
     config = Config(**values)
-    from .policy import validate_policy_config  # policy owns the meaning of its own fields
-
     validate_policy_config(config.policy)
     _validate_dns(config.dns)
     _validate_milter(config.milter)
     return config
+
+
+def validate_policy_config(config: PolicyConfig) -> None:
+    """[policy]: a known level, thresholds that apply to it, and actions each setting allows."""
+    if config.level not in LEVELS:
+        raise ConfigError(f"[policy] level must be one of {', '.join(LEVELS)}, not {config.level!r}")
+    LEVELS[config.level].with_overrides(config.thresholds)
+    for scorer, action in config.on_failure.items():
+        if action not in (Action.TEMPFAIL, Action.ACCEPT):
+            raise ConfigError(f"[policy] on_failure.{scorer} must be 'tempfail' or 'accept'")
+    for symbol, action in config.forced.items():
+        if action not in set(Action) - {Action.TEMPFAIL}:
+            raise ConfigError(f"[policy] forced.{symbol} must be one of accept, tag, junk, quarantine, reject")
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:

@@ -17,7 +17,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import dns.asyncresolver
 import dns.exception
@@ -28,8 +28,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.resolver
 
-if TYPE_CHECKING:
-    from .config import DnsConfig
+from .config import DnsConfig
 
 __all__ = ["Answer", "Resolver", "ResolverStats", "StaticResolver", "reverse_ip"]
 

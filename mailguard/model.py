@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from .bayes import BayesClassifier
+from .classifier.bayes import BayesClassifier
 from .combine import Combiner
 from .errors import ModelError
 

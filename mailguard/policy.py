@@ -20,89 +20,16 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from .addresses import MAX_INPUT_CHARS, canonical_address
-from .config import PolicyConfig, UsersConfig
+from .config import PolicyConfig, UsersConfig, validate_policy_config
 from .errors import ConfigError, StoreError
+from .message.addresses import MAX_INPUT_CHARS, canonical_address
 from .result import Action, Contribution, ScorerFailure, Verdict
 from .stores.base import CounterStore, KeyValueStore
+from .thresholds import ACTIONS_BY_SCORE, LEVELS, Thresholds
 
 __all__ = ["LEVELS", "Policy", "Thresholds", "canonical_user", "validate_policy_config"]
 
-_ACTIONS_BY_SCORE = ("tag", "junk", "quarantine", "reject")  # mildest first
 _SEVERITY = (Action.ACCEPT, Action.TAG, Action.JUNK, Action.QUARANTINE, Action.TEMPFAIL, Action.REJECT)
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class Thresholds:
-    """Score at or above which each action applies; None turns an action off."""
-
-    tag: float | None = None
-    junk: float | None = None
-    quarantine: float | None = None
-    reject: float | None = None
-
-    @property
-    def required(self) -> float:
-        """The score at which mail counts as spam: the first threshold past tagging."""
-        for name in ("junk", "quarantine", "reject", "tag"):
-            value = getattr(self, name)
-            if value is not None:
-                return value
-        return float("inf")
-
-    def action_for(self, score: float) -> Action:
-        action = Action.ACCEPT
-        for name in _ACTIONS_BY_SCORE:
-            value = getattr(self, name)
-            if value is not None and score >= value:
-                action = Action(name)
-        return action
-
-    def with_overrides(self, overrides: Mapping[str, Any]) -> Thresholds:
-        unknown = set(overrides) - set(_ACTIONS_BY_SCORE)
-        if unknown:
-            raise ConfigError(f"unknown threshold(s): {', '.join(sorted(unknown))}")
-        for name, value in overrides.items():
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise ConfigError(f"threshold {name} must be a number or null")
-        return dataclasses.replace(self, **{k: (None if v is None else float(v)) for k, v in overrides.items()})
-
-    def shifted(self, shift: float, *, floor: float = -math.inf, ceiling: float = math.inf) -> Thresholds:
-        """Every threshold moved by ``shift``, but never carried past ``floor`` (moving down)
-        or ``ceiling`` (moving up); one already outside them stays where it was set."""
-        if not shift:
-            return self
-
-        def move(value: float | None) -> float | None:
-            if value is None:
-                return None
-            if shift < 0:
-                return max(value + shift, min(value, floor))
-            return min(value + shift, max(value, ceiling))
-
-        return Thresholds(**{name: move(getattr(self, name)) for name in _ACTIONS_BY_SCORE})
-
-
-# Chosen on the pooled 5-fold benchmark (benchmarks/quality.py, SpamAssassin corpus):
-# medium junks at 3.4 (1 false positive in 4,150 ham, 95.4% of spam caught), high at 2.0
-# (6 false positives, 97.7%), low at 5.0 (none, 87.2%). Scores are log-odds.
-LEVELS: dict[str, Thresholds] = {
-    "low": Thresholds(tag=3.4, junk=5.0),
-    "medium": Thresholds(tag=2.0, junk=3.4),
-    "high": Thresholds(tag=1.0, junk=2.0),
-}
-
-
-def validate_policy_config(config: PolicyConfig) -> None:
-    if config.level not in LEVELS:
-        raise ConfigError(f"[policy] level must be one of {', '.join(LEVELS)}, not {config.level!r}")
-    LEVELS[config.level].with_overrides(config.thresholds)
-    for scorer, action in config.on_failure.items():
-        if action not in (Action.TEMPFAIL, Action.ACCEPT):
-            raise ConfigError(f"[policy] on_failure.{scorer} must be 'tempfail' or 'accept'")
-    for symbol, action in config.forced.items():
-        if action not in set(Action) - {Action.TEMPFAIL}:
-            raise ConfigError(f"[policy] forced.{symbol} must be one of accept, tag, junk, quarantine, reject")
 
 
 _NO_USERS_CONFIG = UsersConfig()
@@ -295,4 +222,4 @@ _NEWLINES = re.compile(r"\s*[\r\n]+\s*")
 
 
 def _describe(t: Thresholds) -> str:
-    return " ".join(f"{name}={getattr(t, name)}" for name in _ACTIONS_BY_SCORE if getattr(t, name) is not None)
+    return " ".join(f"{name}={getattr(t, name)}" for name in ACTIONS_BY_SCORE if getattr(t, name) is not None)

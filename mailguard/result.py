@@ -1,11 +1,28 @@
-"""What a scan produces: hits from scorers, the combined result, and the verdict."""
+"""What scorers and scans produce: a scorer's description and its hits, the combined result,
+and the verdict."""
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+from collections.abc import Mapping
 
-__all__ = ["Action", "Contribution", "Hit", "ScanResult", "ScorerFailure", "Verdict"]
+__all__ = ["Action", "Contribution", "Hit", "ScanResult", "ScorerFailure", "ScorerInfo", "Verdict"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScorerInfo:
+    """What the scanner and combiner need to know about a scorer, before any scan."""
+
+    group: str  # contributions are capped per group
+    symbols: Mapping[str, str]  # every symbol it can emit -> one-line description
+    default_weights: Mapping[str, float]  # used until the combiner has learned a weight
+    network: bool = False  # needs the network: off with --no-network
+    learns: bool = False  # has ``learn``; its points are left out when deciding autolearn
+    # learns from the labelled corpus through ``learn(source="train")`` when a model is trained
+    # (False for a learner whose training lives in the model artifact, like bayes)
+    seeded: bool = False
+    timeout: float = 2.0  # seconds
 
 
 @dataclasses.dataclass(frozen=True)

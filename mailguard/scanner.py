@@ -14,15 +14,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .addresses import canonical_address
+from .message.addresses import canonical_address
 from .combine import Combiner, ScorerHits, sigmoid
 from .config import Config, load_config
 from .dns import Resolver
 from .errors import MailguardError, ModelError
-from .message import Envelope, MessageContext
+from .message.context import Envelope, MessageContext
 from .model import ModelBundle, load_model
 from .policy import Policy, canonical_user
-from .reportqueue import ReportOutcome, ReportQueue
+from .reports.queue import ReportOutcome, ReportQueue
 from .result import Action, Hit, ScanResult, ScorerFailure
 from .scorer import Label, Scorer, Services, Source, load_scorer
 from .stores import Store, open_store
@@ -198,7 +198,7 @@ class Scanner:
 
     async def report(self, message: bytes, label: Label, *, user: str, source: str = "api") -> ReportOutcome:
         """A person says ``message`` is ``label``: queue the report (deduplicated per message
-        and user, see mailguard/reportqueue.py) and, when it is new or reverses that user's
+        and user, see mailguard/reports/queue.py) and, when it is new or reverses that user's
         earlier report:
 
         1. re-scan it for that user to see the verdict they got, and move their thresholds

@@ -12,17 +12,15 @@ import math
 import time
 from collections.abc import Callable, Collection, Mapping
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
+from .config import Config
+from .dns import Resolver
 from .errors import ConfigError
-from .result import Hit
-
-if TYPE_CHECKING:
-    from .config import Config
-    from .dns import Resolver
-    from .message import MessageContext
-    from .model import ModelBundle
-    from .stores.base import Store
+from .message.context import MessageContext
+from .model import ModelBundle
+from .result import Hit, ScorerInfo
+from .stores.base import Store
 
 __all__ = ["ENTRY_POINT_GROUP", "Label", "LearningScorer", "Scorer", "ScorerFactory", "ScorerInfo", "Services", "Source", "available_scorers", "load_scorer", "symbol_weights"]
 
@@ -32,21 +30,6 @@ Label = Literal["spam", "ham"]
 # Where a label comes from: the labelled training corpus, the scanner's own confident
 # verdict (autolearn), or a person's report. Scorers may trust them differently.
 Source = Literal["train", "autolearn", "report"]
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ScorerInfo:
-    """What the scanner and combiner need to know about a scorer, before any scan."""
-
-    group: str  # contributions are capped per group
-    symbols: Mapping[str, str]  # every symbol it can emit -> one-line description
-    default_weights: Mapping[str, float]  # used until the combiner has learned a weight
-    network: bool = False  # needs the network: off with --no-network
-    learns: bool = False  # has ``learn``; its points are left out when deciding autolearn
-    # learns from the labelled corpus through ``learn(source="train")`` when a model is trained
-    # (False for a learner whose training lives in the model artifact, like bayes)
-    seeded: bool = False
-    timeout: float = 2.0  # seconds
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ import pytest
 from mailguard.message import MessageContext
 from mailguard.model import ModelBundle
 from mailguard.scorers.bayes import message_ids
-from mailguard.train import fit_model
+from mailguard.learning.train import fit_model
 
 HAM_WORDS = "meeting agenda budget review thursday draft minutes project schedule notes team lunch report figures".split()
 SPAM_WORDS = "viagra cialis lottery winner prize cheap pills discount offer unsubscribe casino bonus millions".split()

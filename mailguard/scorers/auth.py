@@ -27,15 +27,15 @@ import authres
 import authres.arc
 import authres.dmarc
 
-from ..dkimcheck import ArcResult, DkimResult, shared_dkim_results, verify_arc
-from ..dmarc import AuthIdentity, Discovery, DmarcResult, aligned, discover_policy, evaluate, from_domains
+from ..auth.dkim import ArcResult, DkimResult, shared_dkim_results, verify_arc
+from ..auth.dmarc import AuthIdentity, Discovery, DmarcResult, aligned, discover_policy, evaluate, from_domains
 from ..dns import Resolver, offline_resolver
 from ..errors import ConfigError
-from ..message import MessageContext
-from ..relay import DEFAULT_TRUSTED_NETWORKS, Network, client_relay, normalize_ip, parse_networks
+from ..message.context import MessageContext
+from ..message.relay import DEFAULT_TRUSTED_NETWORKS, Network, client_relay, normalize_ip, parse_networks
 from ..result import Hit
 from ..scorer import ScorerInfo, Services, symbol_weights
-from ..spfcheck import SpfResult, check_spf
+from ..auth.spf import SpfResult, check_spf
 
 __all__ = ["AuthScorer"]
 

@@ -13,14 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from ..bayes import BayesClassifier, TokenCounts
+from ..classifier.bayes import BayesClassifier, TokenCounts
 from ..errors import ConfigError, StoreError
-from ..message import MessageContext
+from ..message.context import MessageContext
 from ..policy import canonical_user
 from ..result import Hit
 from ..scorer import Label, ScorerInfo, Services, Source
 from ..stores.base import Store
-from ..tokenize import hash_tokens, message_tokens
+from ..classifier.tokens import hash_tokens, message_tokens
 
 __all__ = ["BayesScorer", "message_ids"]
 

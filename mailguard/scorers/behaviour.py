@@ -1,7 +1,7 @@
 """Structure and sending behaviour: header hygiene, sender and HELO consistency, subject
 and body shape, links, attachments, recipient counts, and per-sender / per-IP sending rate.
 
-The features themselves are pure functions in `mailguard.behaviour`; this module adds the
+The features themselves are pure functions in `mailguard.scorers.behaviour_features`; this module adds the
 configuration and the sending rate, the only part that needs the store.
 
 Sending rate: time-bucketed counters (``rate_buckets`` buckets covering ``rate_window``
@@ -16,7 +16,7 @@ round trip; the count read includes this message.
 Which "now" places a message in a bucket (``rate_time``):
 
 * ``"clock"``: the injected clock (wall time);
-* ``"received"``: the message's receive time (see `mailguard.behaviour.receive_time`;
+* ``"received"``: the message's receive time (see `mailguard.scorers.behaviour_features.receive_time`;
   the clock when no Received header has a date),
   so that replaying a 2002 corpus spreads messages over their own hours instead of piling
   them all into the present one;
@@ -38,10 +38,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ..behaviour import DEFAULT_SHORTENERS, SYMBOLS, Settings, ip_rate_key, receive_time, static_hits
+from .behaviour_features import DEFAULT_SHORTENERS, SYMBOLS, Settings, ip_rate_key, receive_time, static_hits
 from ..errors import ConfigError, MailguardError, StoreError
-from ..message import MessageContext
-from ..relay import DEFAULT_TRUSTED_NETWORKS, Network, client_relay, parse_networks
+from ..message.context import MessageContext
+from ..message.relay import DEFAULT_TRUSTED_NETWORKS, Network, client_relay, parse_networks
 from ..result import Hit
 from ..scorer import ScorerInfo, Services
 from ..stores.base import Store
@@ -68,7 +68,7 @@ _WHERE = "[scorers.behaviour]"
 
 
 class BehaviourScorer:
-    """Structure and sending features (see `mailguard.behaviour`) plus sending rate."""
+    """Structure and sending features (see `mailguard.scorers.behaviour_features`) plus sending rate."""
 
     name = "behaviour"
 

@@ -25,8 +25,8 @@ from typing import Any
 
 from ..dns import Answer, Resolver, offline_resolver, reverse_ip
 from ..errors import ConfigError
-from ..message import MessageContext
-from ..relay import DEFAULT_TRUSTED_NETWORKS, Network, client_relay, parse_networks
+from ..message.context import MessageContext
+from ..message.relay import DEFAULT_TRUSTED_NETWORKS, Network, client_relay, parse_networks
 from ..result import Hit
 from ..scorer import ScorerInfo, Services
 

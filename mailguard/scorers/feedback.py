@@ -15,7 +15,7 @@ writing at the same instant the bound can be passed by one entry per writer.
 Senders: the From address (when the header holds exactly one) and the envelope sender
 (MAIL FROM, else the Return-Path header; a BATV bounce tag and a ``+tag`` are dropped, so a
 list's VERP bounce addresses are one sender). Both are compared in canonical form
-(`mailguard.addresses.canonical_address`: lower case, IDNA domain, ``+tag`` dropped).
+(`mailguard.message.addresses.canonical_address`: lower case, IDNA domain, ``+tag`` dropped).
 
 Matching: an address entry matches that address; a domain entry ``@example.com`` matches
 the domain and its subdomains (``mail.example.com``), but never across a registered-domain
@@ -59,17 +59,17 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Literal
 
-from ..addresses import canonical_address, canonical_domain
-from ..dkimcheck import DkimResult, shared_dkim_results
-from ..dmarc import Discovery, discover_policy, org_domain
+from ..message.addresses import canonical_address, canonical_domain
+from ..auth.dkim import DkimResult, shared_dkim_results
+from ..auth.dmarc import Discovery, discover_policy, org_domain
 from ..dns import Answer, Resolver
 from ..errors import ConfigError
-from ..message import MessageContext
+from ..message.context import MessageContext
 from ..policy import canonical_user
 from ..result import Hit
 from ..scorer import Label, ScorerInfo, Services, Source, symbol_weights
 from ..stores.base import Store
-from ..urls import registered_domain
+from ..message.urls import registered_domain
 
 __all__ = [
     "KINDS",

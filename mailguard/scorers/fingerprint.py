@@ -55,9 +55,9 @@ from typing import Any
 import numpy as np
 from xxhash import xxh3_64_intdigest
 
-from .. import fingerprint as fp
+from . import minhash as fp
 from ..errors import ConfigError, MailguardError, ScorerError, StoreError
-from ..message import MessageContext
+from ..message.context import MessageContext
 from ..policy import canonical_user
 from ..result import Hit
 from ..scorer import Label, ScorerInfo, Services, Source

@@ -11,7 +11,7 @@ A spammer forging a good domain lands on the unauthenticated key: he neither gai
 domain's good name nor spoils it. Unauthenticated identities are never *credited*: ham
 evidence can lower their value to 0, never below. The IP is what connected to our border,
 so it is credited. DKIM results come from the one verification per message that the
-``auth`` scorer shares (`mailguard.dkimcheck.shared_dkim_results`); with no resolver
+``auth`` scorer shares (`mailguard.auth.dkim.shared_dkim_results`); with no resolver
 (``--no-network``) nothing is authenticated.
 
 Decay: counts go into time buckets (``bucket_days``), live for ``horizon_days``, and are
@@ -52,13 +52,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from ..dkimcheck import DkimResult, shared_dkim_results
-from ..dmarc import from_domains, org_domain
+from ..auth.dkim import DkimResult, shared_dkim_results
+from ..auth.dmarc import from_domains, org_domain
 from ..dns import Answer, Resolver
 from ..errors import ConfigError, ScorerError
-from ..message import MessageContext
+from ..message.context import MessageContext
 from ..policy import canonical_user
-from ..relay import DEFAULT_TRUSTED_NETWORKS, Network, client_relay, parse_networks
+from ..message.relay import DEFAULT_TRUSTED_NETWORKS, Network, client_relay, parse_networks
 from ..result import Hit
 from ..scorer import Label, ScorerInfo, Services, Source, symbol_weights
 from ..stores.base import Store

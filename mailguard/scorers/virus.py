@@ -20,7 +20,7 @@ from typing import Any
 import pyclamd
 
 from ..errors import ConfigError, VirusScanError
-from ..message import MessageContext
+from ..message.context import MessageContext
 from ..result import Hit
 from ..scorer import ScorerInfo, Services
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 
 from mailguard.config import Config
-from mailguard.datasets import load_labels
-from mailguard.evaluate import quality_metrics
+from mailguard.learning.datasets import load_labels
+from mailguard.learning.evaluate import quality_metrics
 from mailguard.policy import LEVELS
-from mailguard.train import cross_validate
+from mailguard.learning.train import cross_validate
 
 
 def test_quick_fold_quality(corpus_labels):

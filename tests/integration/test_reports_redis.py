@@ -13,8 +13,8 @@ import pytest
 
 from mailguard import Config, Scanner
 from mailguard.config import ScannerConfig, StoreConfig
-from mailguard.reportqueue import ReportQueue, ReportStatus
-from mailguard.reports import report_digest
+from mailguard.reports.queue import ReportQueue, ReportStatus
+from mailguard.reports.sources import report_digest
 from mailguard.scorers.bayes import BayesScorer
 from mailguard.stores.redis import RedisStore
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailguard.addresses import MAX_ALIAS_HOPS, canonical_address, canonical_domain, normalise_aliases
+from mailguard.message.addresses import MAX_ALIAS_HOPS, canonical_address, canonical_domain, normalise_aliases
 from mailguard.config import UsersConfig
 from mailguard.policy import canonical_user
 

@@ -12,8 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailguard import Config, Envelope, MessageContext
 from mailguard.config import StoreConfig
-from mailguard.dkimcheck import ArcResult, ArcSet, verify_dkim
-from mailguard.dmarc import (
+from mailguard.auth.dkim import ArcResult, ArcSet, verify_dkim
+from mailguard.auth.dmarc import (
     AuthIdentity,
     Discovery,
     DmarcError,
@@ -28,7 +28,7 @@ from mailguard.dns import StaticResolver
 from mailguard.errors import ConfigError
 from mailguard.scorer import Services
 from mailguard.scorers.auth import AuthScorer
-from mailguard.spfcheck import check_spf
+from mailguard.auth.spf import check_spf
 from mailguard.stores.memory import MemoryStore
 
 

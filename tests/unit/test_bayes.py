@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.naive_bayes import BernoulliNB
 
-from mailguard.bayes import BayesClassifier
+from mailguard.classifier.bayes import BayesClassifier
 
 
 def random_docs(seed: int = 0, n: int = 200, vocab: int = 300):

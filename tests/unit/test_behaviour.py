@@ -15,11 +15,11 @@ from datetime import datetime, timezone
 import pytest
 
 from mailguard import Config
-from mailguard.behaviour import SYMBOLS, receive_time
+from mailguard.scorers.behaviour_features import SYMBOLS, receive_time
 from mailguard.config import StoreConfig
 from mailguard.errors import ConfigError, StoreError
 from mailguard.message import Envelope, MessageContext
-from mailguard.relay import parse_networks
+from mailguard.message.relay import parse_networks
 from mailguard.scorer import Services
 from mailguard.scorers.behaviour import BehaviourScorer
 from mailguard.stores.memory import MemoryStore

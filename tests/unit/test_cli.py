@@ -258,7 +258,7 @@ def test_retrain_promotes_then_refuses_mislabelled_reports(corpus, tmp_path, cap
     import time
 
     from mailguard.model import current_version
-    from mailguard.reportqueue import ReportQueue
+    from mailguard.reports.queue import ReportQueue
     from mailguard.stores.sqlite import SqliteStore
 
     from ..conftest import SPAM_WORDS, make_message

@@ -11,7 +11,7 @@ from mailguard import Config, Envelope, MessageContext, Scanner
 from mailguard.config import ScannerConfig, StoreConfig
 from mailguard.dns import StaticResolver
 from mailguard.errors import ConfigError
-from mailguard.relay import DEFAULT_TRUSTED_NETWORKS, client_relay, parse_networks
+from mailguard.message.relay import DEFAULT_TRUSTED_NETWORKS, client_relay, parse_networks
 from mailguard.scorer import Services
 from mailguard.scorers.dnsbl import DEFAULT_LISTS, DnsblScorer, _parse_list
 from mailguard.stores.memory import MemoryStore

@@ -14,12 +14,15 @@ import numpy as np
 import pytest
 from xxhash import xxh3_64_intdigest
 
-from mailguard import behaviour, fingerprint, relay, tokenize, urls
-from mailguard.message import MessageContext, _valid_ip
+from mailguard.classifier import tokens as tokenize
+from mailguard.message import relay, urls
+from mailguard.scorers import behaviour_features as behaviour
+from mailguard.scorers import minhash as fingerprint
+from mailguard.message.context import MessageContext, _valid_ip
 from mailguard.scorers.behaviour import BehaviourScorer
 from mailguard.stores.memory import MemoryStore
-from mailguard import textdecode
-from mailguard.textdecode import decode_header_value
+from mailguard.message import textdecode
+from mailguard.message.textdecode import decode_header_value
 
 RNG_SEED = 20261123
 

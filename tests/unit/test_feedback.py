@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailguard.config import Config, StoreConfig
-from mailguard.dkimcheck import DkimResult
-from mailguard.dmarc import Discovery, DmarcPolicy
+from mailguard.auth.dkim import DkimResult
+from mailguard.auth.dmarc import Discovery, DmarcPolicy
 from mailguard.dns import StaticResolver
 from mailguard.errors import ConfigError
 from mailguard.message import Envelope, MessageContext

@@ -17,7 +17,7 @@ import pytest
 from mailguard.config import Config, StoreConfig, UsersConfig
 from mailguard.message import Envelope
 from mailguard.model import ModelBundle, load_model
-from mailguard.reportqueue import ReportStatus
+from mailguard.reports.queue import ReportStatus
 from mailguard.result import Action
 from mailguard.scanner import Scanner
 from mailguard.stores.sqlite import SqliteStore

@@ -13,7 +13,7 @@ from email.message import EmailMessage
 import numpy as np
 import pytest
 
-from mailguard import fingerprint as fp
+from mailguard.scorers import minhash as fp
 from mailguard.config import Config, StoreConfig
 from mailguard.errors import ConfigError, ScorerError, StoreError
 from mailguard.message import Envelope, MessageContext
@@ -194,7 +194,7 @@ def test_number_and_url_variations_do_not_change_the_signature():
 
 def test_signature_is_stable_across_processes():
     """Stored signatures outlive processes: nothing may depend on Python's hash seed."""
-    code = "from mailguard.fingerprint import signature_of_text as s; import sys; print(s(sys.argv[1]).tolist())"
+    code = "from mailguard.scorers.minhash import signature_of_text as s; import sys; print(s(sys.argv[1]).tolist())"
     outs = set()
     for seed in ("1", "2"):
         env = {"PYTHONHASHSEED": seed, "PATH": ""}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailguard.html import html_to_text
+from mailguard.message.html import html_to_text
 
 
 def test_visible_text_only():

@@ -16,7 +16,7 @@ from email.message import EmailMessage
 import pytest
 
 from mailguard.config import Limits
-from mailguard.message import Envelope, MessageContext, parse_received
+from mailguard.message.context import Envelope, MessageContext, parse_received
 
 CRLF = b"\r\n"
 

@@ -9,7 +9,7 @@ import pytest
 from mailguard import Action, Config, Hit
 from mailguard.config import MilterConfig, PolicyConfig, ScannerConfig, StoreConfig, config_from_mapping
 from mailguard.errors import ConfigError
-from mailguard.milter_actions import apply_error, apply_verdicts, fold_header
+from mailguard.milter.actions import apply_error, apply_verdicts, fold_header
 from mailguard.result import Verdict
 
 from ..conftest import HAM_WORDS, SPAM_WORDS, make_message
@@ -134,7 +134,7 @@ Milter = pytest.importorskip("Milter", reason="pymilter not installed (pip insta
 @pytest.fixture()
 def make_daemon(tiny_model):
     from mailguard import Scanner
-    from mailguard.milter import MilterDaemon
+    from mailguard.milter.daemon import MilterDaemon
 
     made = []
 
@@ -157,7 +157,7 @@ def make_daemon(tiny_model):
 
 
 def eom(daemon, raw: bytes, rcpts: list[str]) -> tuple[int, Recorder]:
-    from mailguard.milter import MilterConnection, _Message
+    from mailguard.milter.daemon import MilterConnection, _Message
 
     conn = MilterConnection(daemon)
     rec = Recorder()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mailguard.bayes import BayesClassifier
+from mailguard.classifier.bayes import BayesClassifier
 from mailguard.combine import Combiner
 from mailguard.errors import ModelError
 from mailguard.model import SCHEMA_VERSION, ModelBundle, load_model, save_model

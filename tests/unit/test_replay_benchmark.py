@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mailguard.config import Config
-from mailguard.datasets import Sample
+from mailguard.learning.datasets import Sample
 from mailguard.message import MessageContext
 
 ROOT = Path(__file__).resolve().parents[2]

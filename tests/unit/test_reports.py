@@ -14,8 +14,8 @@ import pytest
 
 from mailguard import Config, Scanner
 from mailguard.config import StoreConfig, UsersConfig
-from mailguard.reportqueue import Report, ReportQueue, ReportStatus, check_source
-from mailguard.reports import ReportInput, arf_label, iter_messages, report_digest, unwrap_arf
+from mailguard.reports.queue import Report, ReportQueue, ReportStatus, check_source
+from mailguard.reports.sources import ReportInput, arf_label, iter_messages, report_digest, unwrap_arf
 from mailguard.scorers.bayes import BayesScorer
 from mailguard.stores import MemoryStore, SqliteStore
 

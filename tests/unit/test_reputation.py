@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mailguard import Config, Envelope, MessageContext
 from mailguard.config import StoreConfig
-from mailguard.dkimcheck import DkimResult, shared_dkim_results
+from mailguard.auth.dkim import DkimResult, shared_dkim_results
 from mailguard.dns import StaticResolver
 from mailguard.errors import ConfigError, MailguardError
 from mailguard.result import Hit

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from mailguard.config import Config, ModelConfig, ScannerConfig, StoreConfig
-from mailguard.datasets import Sample, load_labels
+from mailguard.learning.datasets import Sample, load_labels
 from mailguard.errors import ModelError
 from mailguard.model import current_version, list_versions, load_model, promote, rollback, save_model, save_version
-from mailguard.reportqueue import Report, ReportQueue
-from mailguard.retrain import (
+from mailguard.reports.queue import Report, ReportQueue
+from mailguard.learning.retrain import (
     BASE_SET,
     REPORT_SET,
     RetrainSettings,
@@ -31,7 +31,7 @@ from mailguard.retrain import (
 from mailguard.scorers.bayes import message_ids
 from mailguard.message import MessageContext
 from mailguard.stores.memory import MemoryStore
-from mailguard.train import train
+from mailguard.learning.train import train
 
 from ..conftest import HAM_WORDS, SPAM_WORDS, make_message
 

@@ -7,7 +7,7 @@ import email.header
 
 import pytest
 
-from mailguard.textdecode import decode_bytes, decode_header_value
+from mailguard.message.textdecode import decode_bytes, decode_header_value
 
 SAMPLES = [
     ("gb2312", "中文邮件测试"),

@@ -10,7 +10,7 @@ import numpy as np
 
 from mailguard.config import Limits
 from mailguard.message import MessageContext
-from mailguard.tokenize import hash_tokens, message_tokens, words
+from mailguard.classifier.tokens import hash_tokens, message_tokens, words
 
 
 def tokens_of(text: str) -> set[str]:
@@ -66,7 +66,7 @@ def test_token_count_is_bounded():
 def test_hash_ids_are_stable_across_processes():
     tokens = ["alpha", "beta", "subj:gamma", "发票"]
     here = hash_tokens(tokens)
-    code = f"from mailguard.tokenize import hash_tokens; print(hash_tokens({tokens!r}).tolist())"
+    code = f"from mailguard.classifier.tokens import hash_tokens; print(hash_tokens({tokens!r}).tolist())"
     there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert [int(x) for x in there.strip()[1:-1].split(",")] == [int(x) for x in here]
     assert len(here) == 4 and here.dtype == np.uint64 and (np.diff(here.astype(np.float64)) > 0).all()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailguard.urls import extract_urls, registered_domain
+from mailguard.message.urls import extract_urls, registered_domain
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal, Protocol
 
-from .result import Action, Verdict
+from ..result import Action, Verdict
 
 __all__ = ["MilterCalls", "Outcome", "apply_error", "apply_verdicts", "fold_header"]
 

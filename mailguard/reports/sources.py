@@ -41,8 +41,8 @@ from email.generator import BytesGenerator
 from pathlib import Path
 from typing import BinaryIO
 
-from .config import Limits
-from .scorer import Label
+from ..config import Limits
+from ..scorer import Label
 
 __all__ = ["ReportInput", "arf_label", "iter_messages", "report_digest", "unwrap_arf"]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
-from .result import ScanResult
+from ..result import ScanResult
 
 __all__ = ["MilterMetrics"]
 

@@ -13,8 +13,8 @@ import functools
 import ipaddress
 from collections.abc import Iterable, Sequence
 
-from .errors import ConfigError
-from .message import MessageContext
+from ..errors import ConfigError
+from .context import MessageContext
 
 __all__ = ["DEFAULT_TRUSTED_NETWORKS", "Network", "Relay", "client_relay", "is_trusted", "parse_networks"]
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import filetype
 
-from .config import Limits
+from .limits import Limits
 from .textdecode import decode_bytes, decode_header_value
 from .html import html_to_text
 from .urls import Url, extract_urls

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .dns import Answer
+from ..dns import Answer
 
 with warnings.catch_warnings():  # pyspf's source has invalid escapes; compiling it warns
     warnings.simplefilter("ignore", DeprecationWarning)

@@ -2,7 +2,7 @@
 
 Kept apart from the scorer so the decision logic can be tested with plain values: policy
 lookup at the From domain then at its organizational domain (public suffix list, via
-`mailguard.urls.registered_domain`), relaxed/strict alignment of the SPF and DKIM
+`mailguard.message.urls.registered_domain`), relaxed/strict alignment of the SPF and DKIM
 identities, ``p``/``sp``/``pct``. A DNS failure makes the result ``temperror``, never ``fail``.
 """
 
@@ -14,8 +14,8 @@ import email.utils
 import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 
-from .dns import Answer
-from .urls import registered_domain
+from ..dns import Answer
+from ..message.urls import registered_domain
 
 __all__ = [
     "AuthIdentity",

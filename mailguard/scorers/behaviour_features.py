@@ -26,10 +26,10 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 
-from .message import MessageContext, ReceivedHop
-from .relay import Network, Relay, client_relay, is_trusted, normalize_ip
-from .result import Hit
-from .urls import Url, _psl, extract_urls, registered_domain  # _psl: the one loaded suffix list
+from ..message.context import MessageContext, ReceivedHop
+from ..message.relay import Network, Relay, client_relay, is_trusted, normalize_ip
+from ..result import Hit
+from ..message.urls import Url, _psl, extract_urls, registered_domain  # _psl: the one loaded suffix list
 
 __all__ = [
     "DEFAULT_SHORTENERS",

@@ -38,8 +38,8 @@ from collections.abc import Sequence
 import numpy as np
 from xxhash import xxh3_64_intdigest
 
-from .urls import registered_domain
-from .words import WordPattern
+from ..message.urls import registered_domain
+from ..message.words import WordPattern
 
 __all__ = [
     "BANDS",
@@ -86,7 +86,7 @@ _WWW = re.compile(r"www\.(?P<host>[^\s/:?#@<>\"'()\[\]{}]{1,252})[^\s<>\"'()\[\]
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@[\w-]{1,63}(?:\.[\w-]{1,63}){1,8}")
 _CJK_RUN = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f]+")
 _DIGIT = re.compile(r"\d")
-_WORD = WordPattern(r"\w+")  # a ``[...]+`` pattern: see mailguard.words
+_WORD = WordPattern(r"\w+")  # a ``[...]+`` pattern: see mailguard.message.words
 _NOT_WORD = re.compile(r"\W+")
 
 _U64 = np.uint64

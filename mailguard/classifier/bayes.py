@@ -1,7 +1,7 @@
 """Bayesian text classifier over hashed tokens, with scikit-learn conventions.
 
 ``X`` is a sequence of documents, each the array of its distinct token ids
-(`mailguard.tokenize.hash_tokens`); ``y`` is 1 for spam, 0 for ham. The fitted state is
+(`mailguard.classifier.tokens.hash_tokens`); ``y`` is 1 for spam, 0 for ham. The fitted state is
 sorted arrays: token id, spam and ham document counts, and one logistic-regression weight
 per token. It merges with per-user deltas from the store and saves as a plain ``.npz``.
 

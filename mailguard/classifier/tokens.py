@@ -20,13 +20,13 @@ from collections.abc import Iterable
 import numpy as np
 from xxhash import xxh3_64_intdigest
 
-from .message import MessageContext
-from .words import WordPattern
+from ..message.context import MessageContext
+from ..message.words import WordPattern
 
 __all__ = ["hash_tokens", "message_tokens", "words"]
 
 _CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f]+")
-_WORD = WordPattern(r"[\w$'!\-.@]+")  # a ``[...]+`` pattern: see mailguard.words
+_WORD = WordPattern(r"[\w$'!\-.@]+")  # a ``[...]+`` pattern: see mailguard.message.words
 _STRIP = "'-.!_@"
 _MAX_WORD = 40
 _HOST = re.compile(r"\b((?:[a-z0-9-]+\.)+[a-z]{2,})\b")

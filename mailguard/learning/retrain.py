@@ -26,7 +26,7 @@ bad batch of reports (mistaken or malicious) cannot silently make filtering wors
    e. the newest ``holdout_reports`` share of the labelled messages (by their newest report)
       is held out for evaluation, the rest is training data.
 
-3. The candidate is trained with `mailguard.train.train` on base training data + reports.
+3. The candidate is trained with `mailguard.learning.train.train` on base training data + reports.
 4. Candidate and model in service (the config's model path) are scanned through the real
    `Scanner` on each held-out set, each with a fresh store seeded with the candidate's
    training data (the same seeding for both, so only the models differ), at the policy's
@@ -58,16 +58,16 @@ from typing import Any
 
 import numpy as np
 
-from .config import Config, UsersConfig
+from ..config import Config, UsersConfig
 from .datasets import Sample
-from .errors import ModelError
+from ..errors import ModelError
 from .evaluate import quality_metrics
-from .model import ModelBundle, current_version, history, is_versioned, load_model, promote, save_version
-from .policy import LEVELS
-from .reportqueue import Report, ReportQueue
-from .reports import report_digest
-from .scorer import Label
-from .stores import Store, open_store
+from ..model import ModelBundle, current_version, history, is_versioned, load_model, promote, save_version
+from ..policy import LEVELS
+from ..reports.queue import Report, ReportQueue
+from ..reports.sources import report_digest
+from ..scorer import Label
+from ..stores import Store, open_store
 from .train import Progress, fold_of, heldout_features, read_sample, train, uses_scanner
 
 __all__ = [

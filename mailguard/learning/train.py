@@ -16,16 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from .bayes import BayesClassifier
-from .combine import Combiner
-from .config import Config, Limits, StoreConfig
+from ..classifier.bayes import BayesClassifier
+from ..combine import Combiner
+from ..config import Config, Limits, StoreConfig
 from .datasets import Sample, data_hash
 from .evaluate import quality_metrics
-from .message import MessageContext
-from .model import ModelBundle
-from .scanner import Scanner
-from .scorers.bayes import message_ids
-from .stores.memory import MemoryStore
+from ..message.context import MessageContext
+from ..model import ModelBundle
+from ..scanner import Scanner
+from ..scorers.bayes import message_ids
+from ..stores.memory import MemoryStore
 
 __all__ = [
     "BAYES_PARAMS",
@@ -190,7 +190,7 @@ def fit_with_features(
     directions = symbol_directions(config, ModelBundle(bayes=bayes, combiner=Combiner())) if config is not None else None
     combiner = Combiner(C=combiner_C, directions=directions).fit(rows, y)
     calibrated = combiner.decision_function(rows)
-    from .policy import LEVELS
+    from ..policy import LEVELS
 
     metrics = quality_metrics(y, calibrated, LEVELS["medium"].required)
     manifest = {

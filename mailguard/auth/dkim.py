@@ -14,15 +14,12 @@ import dataclasses
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 import dkim
 from dkim.util import InvalidTagValueList, parse_tag_value
 
-from .dns import Answer
-
-if TYPE_CHECKING:
-    from .message import MessageContext
+from ..dns import Answer
+from ..message.context import MessageContext
 
 __all__ = ["ArcResult", "ArcSet", "DkimResult", "shared_dkim_results", "verify_arc", "verify_dkim"]
 

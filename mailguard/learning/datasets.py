@@ -11,8 +11,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from .errors import ConfigError
-from .scorer import Label
+from ..errors import ConfigError
+from ..scorer import Label
 
 __all__ = ["Sample", "load_corpus", "load_folders", "load_labels", "data_hash"]
 

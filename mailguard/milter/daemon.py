@@ -7,7 +7,7 @@ Threads, and why:
 - ...one scanner thread running one asyncio loop (`ScanService`), where every message
   is scanned by the same `Scanner.scan` the CLI and library use, and waits for the
   verdict up to ``[milter] deadline``. Verdicts become milter calls in exactly one place,
-  `mailguard.milter_actions`.
+  `mailguard.milter.actions`.
 - The main thread handles signals. libmilter's own signal thread would stop the daemon on
   SIGHUP too, so libmilter runs in a second thread (only that thread and its children
   block the signals) and the main thread, which does not block them, receives them:
@@ -40,14 +40,14 @@ from typing import Any
 
 import Milter
 
-from .config import Config, load_config
-from .errors import MailguardError, MilterError
-from .message import Envelope
+from ..config import Config, load_config
+from ..errors import MailguardError, MilterError
+from ..message.context import Envelope
 from .metrics import MilterMetrics
-from .milter_actions import Outcome, apply_error, apply_verdicts
-from .policy import canonical_user
-from .result import ScanResult
-from .scanner import Scanner
+from .actions import Outcome, apply_error, apply_verdicts
+from ..policy import canonical_user
+from ..result import ScanResult
+from ..scanner import Scanner
 
 __all__ = ["MilterConnection", "MilterDaemon", "ScanService", "run_milter"]
 

@@ -16,8 +16,8 @@ that shares the store (SQLite file, Redis). Keys, all expiring after the retenti
   way now (a replaced report moves its user from one counter to the other), so that
   `ReportQueue.tally` can tell when enough users agree to learn a message globally.
 
-The digest is `mailguard.reports.report_digest` (normalised, so copies that travelled
-differently agree); users are expected in canonical form (`mailguard.addresses`).
+The digest is `mailguard.reports.sources.report_digest` (normalised, so copies that travelled
+differently agree); users are expected in canonical form (`mailguard.message.addresses`).
 
 Limits, said plainly: the store has no compare-and-set, so two nodes taking the *same*
 new report within the same few milliseconds may both answer "new" (the stored report is
@@ -36,10 +36,10 @@ import zlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from .config import UsersConfig
-from .reports import report_digest
-from .scorer import Label
-from .stores.base import Store
+from ..config import UsersConfig
+from .sources import report_digest
+from ..scorer import Label
+from ..stores.base import Store
 
 __all__ = ["Report", "ReportOutcome", "ReportQueue", "ReportStatus", "check_source"]
 

@@ -1,4 +1,4 @@
-"""Store protocols: counters with TTL, key-value, and sets. Small enough for SQLite and Redis.
+"""Store protocols: counters with TTL, key-value, sets and append-only logs. Small enough for SQLite and Redis.
 
 Keys are plain strings chosen by the caller (``bayes:tok:<user>:<hash>``). A TTL of None
 means no expiry; a write with a TTL renews the expiry of every key it touches (for a set,
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
-__all__ = ["CounterStore", "KeyValueStore", "SetStore", "Store"]
+__all__ = ["CounterStore", "KeyValueStore", "LogStore", "SetStore", "Store"]
 
 
 @runtime_checkable
@@ -56,5 +56,30 @@ class SetStore(Protocol):
 
 
 @runtime_checkable
-class Store(CounterStore, KeyValueStore, SetStore, Protocol):
+class LogStore(Protocol):
+    """Append-only logs shared by every node (online-learning updates travel through them).
+
+    Each log numbers its entries 1, 2, 3, ... without gaps. Logs have no TTL (old entries are
+    trimmed instead) and are apart from the other kinds: ``delete`` leaves them alone.
+    """
+
+    async def append_log(self, name: str, entry: bytes) -> int:
+        """Append ``entry`` and return its number, assigned atomically so concurrent writers
+        (other processes, other nodes) never share or skip one."""
+        ...
+
+    async def read_log(self, name: str, after: int, limit: int = 1000) -> tuple[int, list[tuple[int, bytes]]]:
+        """``(last, entries)``: the newest number ever assigned (0 for an unwritten log) and the
+        kept entries numbered above ``after``, oldest first, at most ``limit``. Cheap when there
+        is nothing new, as every scan asks. Trimmed entries are absent: a reader fell behind when
+        the first number is not ``after + 1``, or nothing came back although ``last > after``."""
+        ...
+
+    async def trim_log(self, name: str, upto: int) -> None:
+        """Drop the entries numbered ``upto`` or less, to bound the log's size; numbering goes on."""
+        ...
+
+
+@runtime_checkable
+class Store(CounterStore, KeyValueStore, SetStore, LogStore, Protocol):
     async def close(self) -> None: ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import islice
 
 __all__ = ["MemoryStore"]
 
@@ -16,6 +17,8 @@ class MemoryStore:
         self._counters: dict[str, tuple[float, float | None]] = {}
         self._values: dict[str, tuple[bytes, float | None]] = {}
         self._sets: dict[str, tuple[set[str], float | None]] = {}
+        self._log_heads: dict[str, int] = {}
+        self._logs: dict[str, dict[int, bytes]] = {}  # entries in the order appended, i.e. by number
 
     def _live(self, expires: float | None) -> bool:
         return expires is None or expires > self._clock()
@@ -84,6 +87,24 @@ class MemoryStore:
         self._values.pop(key, None)
         self._counters.pop(key, None)
         self._sets.pop(key, None)
+
+    async def append_log(self, name: str, entry: bytes) -> int:
+        number = self._log_heads.get(name, 0) + 1
+        self._log_heads[name] = number
+        self._logs.setdefault(name, {})[number] = bytes(entry)
+        return number
+
+    async def read_log(self, name: str, after: int, limit: int = 1000) -> tuple[int, list[tuple[int, bytes]]]:
+        last = self._log_heads.get(name, 0)
+        if last <= after:
+            return last, []
+        newer = ((n, entry) for n, entry in self._logs[name].items() if n > after)
+        return last, list(islice(newer, max(limit, 0)))
+
+    async def trim_log(self, name: str, upto: int) -> None:
+        entries = self._logs.get(name, {})
+        for number in [n for n in entries if n <= upto]:
+            del entries[number]
 
     async def close(self) -> None:
         pass

@@ -9,24 +9,30 @@ pipelines sent, for tests and benchmarks.
 
 Key layout (``prefix`` defaults to ``mg:`` so several products can share one Redis)::
 
-    counters    <prefix>c:<key>   string   INCRBYFLOAT, GET
-    key-value   <prefix>v:<key>   string   SET [PX], GET
-    sets        <prefix>s:<key>   set      SADD, SREM, SMEMBERS
+    counters    <prefix>c:<key>             string   INCRBYFLOAT, GET
+    key-value   <prefix>v:<key>             string   SET [PX], GET
+    sets        <prefix>s:<key>             set      SADD, SREM, SMEMBERS
+    logs        <prefix>l:{<name>}:head     string   last number given        } Lua scripts
+                <prefix>l:{<name>}:entries  hash     number -> entry          } (EVAL), one
+                <prefix>l:{<name>}:trimmed  string   numbers up to it trimmed } per call
 
 The kinds get separate sub-prefixes because the protocol keeps them apart (a counter and a
 value may share a name). A write with a TTL gives each key it touches a new expiry (SET PX,
 or PEXPIRE after INCRBYFLOAT and SADD); one without leaves the key with none (SET, PERSIST),
 as SqliteStore does. Redis deletes expired and emptied keys, so an expired counter or set
-restarts from empty.
+restarts from empty. Logs never expire: they are trimmed.
 
 Reads of many keys are MGETs of up to 512 keys: a scan asks for a few hundred token counts
 once the store has learned, and one GET per key cost 10 ms per scan in redis-py (measured).
-Redis Cluster: every write touches one key, and an MGET is the only multi-key command. This
-class connects to one server (``redis://``, ``rediss://`` or ``unix://``); a cluster client
-in its place would split each MGET by slot (redis-py's ``mget_nonatomic``), which the layout
-allows: no caller depends on keys sharing a slot. Callers that want related keys on one slot
-put a hash tag in their names (``bayes:{alice}:tok``); the prefix may not hold braces, so
-the caller's first ``{...}`` is the one Redis hashes.
+Redis Cluster: a write to a counter, value or set touches one key; MGETs and the log scripts
+are the only multi-key commands. This class connects to one server (``redis://``, ``rediss://``
+or ``unix://``); a cluster client in its place would split each MGET by slot (redis-py's
+``mget_nonatomic``), which the layout allows: no caller depends on keys sharing a slot.
+Callers that want related keys on one slot put a hash tag in their names
+(``bayes:{alice}:tok``); the prefix may not hold braces, so the caller's first ``{...}`` is
+the one Redis hashes. A log's scripts touch its three keys at once, so they share one slot:
+a log name with a tag of its own is used as it is (``<prefix>l:bayes:{alice}:updates:head``),
+any other is wrapped in braces as above (which makes ``x`` and ``{x}`` one log).
 
 A pool's sockets belong to the event loop that opened them, so a store serves one loop
 (the scanner's runner, the milter's loop); a call from another loop is a `StoreError`.
@@ -55,6 +61,45 @@ _SETTLE_ITERATIONS = 10  # loop iterations a queued call may wait for others to 
 _QUIET_ITERATIONS = 2  # ... and how many of them must pass with no new call before it is sent
 
 Command = tuple[Any, ...]
+
+# Logs. KEYS: head, entries, trimmed. Each script is atomic, so numbers are given once, in order.
+_LOG_APPEND = """
+local n = redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[2], n, ARGV[1])
+return n
+"""
+# ARGV: after, limit. Returns {last, n1, entry1, n2, entry2, ...}; starts past the trimmed mark,
+# so a reader that fell behind still gets the oldest kept entries.
+_LOG_READ = """
+local last = tonumber(redis.call('GET', KEYS[1]) or 0)
+local from = math.max(0, tonumber(ARGV[1]), tonumber(redis.call('GET', KEYS[3]) or 0)) + 1
+local out = {last}
+for n = from, math.min(last, from + tonumber(ARGV[2]) - 1) do
+  local entry = redis.call('HGET', KEYS[2], n)
+  if entry then
+    out[#out + 1] = n
+    out[#out + 1] = entry
+  end
+end
+return out
+"""
+# ARGV: upto. Deletes from the trimmed mark on (not from 1), 1000 numbers per HDEL, and never
+# past the head (numbers not yet given are not trimmed in advance).
+_LOG_TRIM = """
+local upto = math.min(tonumber(ARGV[1]), tonumber(redis.call('GET', KEYS[1]) or 0))
+local done = tonumber(redis.call('GET', KEYS[3]) or 0)
+for start = done + 1, upto, 1000 do
+  local numbers = {}
+  for n = start, math.min(start + 999, upto) do
+    numbers[#numbers + 1] = n
+  end
+  redis.call('HDEL', KEYS[2], unpack(numbers))
+end
+if upto > done then
+  redis.call('SET', KEYS[3], upto)
+end
+return 0
+"""
 
 
 class RedisStore:
@@ -245,6 +290,22 @@ class RedisStore:
     async def delete(self, key: str) -> None:
         await self._run([("DEL", self._key(kind, key)) for kind in "cvs"])
 
+    def _log_keys(self, name: str) -> tuple[str, str, str]:
+        """The head, entries and trimmed keys of log ``name``, on one hash slot (module docstring)."""
+        base = self._key("l", name if _has_hash_tag(name) else f"{{{name}}}")
+        return f"{base}:head", f"{base}:entries", f"{base}:trimmed"
+
+    async def append_log(self, name: str, entry: bytes) -> int:
+        (number,) = await self._run([("EVAL", _LOG_APPEND, 3, *self._log_keys(name), bytes(entry))])
+        return int(number)
+
+    async def read_log(self, name: str, after: int, limit: int = 1000) -> tuple[int, list[tuple[int, bytes]]]:
+        ((last, *flat),) = await self._run([("EVAL", _LOG_READ, 3, *self._log_keys(name), int(after), int(limit))])
+        return int(last), [(int(flat[i]), bytes(flat[i + 1])) for i in range(0, len(flat), 2)]
+
+    async def trim_log(self, name: str, upto: int) -> None:
+        await self._run([("EVAL", _LOG_TRIM, 3, *self._log_keys(name), int(upto))])
+
     async def close(self) -> None:
         """Let the batches in flight answer, then close the connection pool."""
         if self._closed:
@@ -271,6 +332,12 @@ def _millis(ttl: float) -> int:
 def _expiry(name: str, ttl: float | None) -> Command:
     """A write with a TTL renews the key's expiry (PEXPIRE <= 0 deletes it); without one it never expires."""
     return ("PERSIST", name) if ttl is None else ("PEXPIRE", name, _millis(ttl))
+
+
+def _has_hash_tag(name: str) -> bool:
+    """Whether Redis Cluster would hash ``name`` by a tag: a ``{`` with a later ``}`` and something between."""
+    start = name.find("{")
+    return start >= 0 and name.find("}", start + 1) > start + 1
 
 
 def _redact(url: str) -> str:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import StoreError
@@ -23,6 +24,23 @@ CREATE TABLE IF NOT EXISTS sets (key TEXT NOT NULL, member TEXT NOT NULL, expire
 CREATE INDEX IF NOT EXISTS counters_expires ON counters(expires) WHERE expires IS NOT NULL;
 CREATE INDEX IF NOT EXISTS kv_expires ON kv(expires) WHERE expires IS NOT NULL;
 CREATE INDEX IF NOT EXISTS sets_expires ON sets(expires) WHERE expires IS NOT NULL;
+CREATE TABLE IF NOT EXISTS log_heads (name TEXT PRIMARY KEY, last INTEGER NOT NULL) WITHOUT ROWID;
+-- logs keeps its rowid: its entries are large (tens of KB), which SQLite advises against in WITHOUT
+-- ROWID tables; the (name, id) index stays small, so reading an empty tail stays cheap.
+CREATE TABLE IF NOT EXISTS logs (name TEXT NOT NULL, id INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (name, id));
+"""
+
+_LOG_NEXT = """
+INSERT INTO log_heads(name, last) VALUES (?, 1)
+ON CONFLICT(name) DO UPDATE SET last = log_heads.last + 1
+RETURNING last
+"""
+
+# One statement, so the head and the entries come from one snapshot; a log never written has
+# no head row and so gives no rows. The primary key index serves both the range and the order.
+_LOG_READ = """
+SELECT h.last, l.id, l.data FROM log_heads AS h LEFT JOIN logs AS l ON l.name = h.name AND l.id > ?
+WHERE h.name = ? ORDER BY l.id LIMIT ?
 """
 
 _UPSERT = """
@@ -58,12 +76,19 @@ class SqliteStore:
 
     def _write_all(self, statements: list[tuple[str, list[tuple[object, ...]]]]) -> None:
         """Run every (sql, rows) pair in one transaction."""
+        with self._transaction() as db:
+            for sql, rows in statements:
+                db.executemany(sql, rows)
+                self._writes += len(rows)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One BEGIN IMMEDIATE transaction (it takes the write lock of the file at once, so other
+        processes wait their turn); any failure rolls it back and surfaces as `StoreError`."""
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                for sql, rows in statements:
-                    self._db.executemany(sql, rows)
-                    self._writes += len(rows)
+                yield self._db
                 if self._writes >= _PURGE_EVERY:
                     self._writes = 0
                     now = self._clock()
@@ -71,13 +96,15 @@ class SqliteStore:
                     self._db.execute("DELETE FROM kv WHERE expires IS NOT NULL AND expires <= ?", (now,))
                     self._db.execute("DELETE FROM sets WHERE expires IS NOT NULL AND expires <= ?", (now,))
                 self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except BaseException as exc:  # whatever went wrong, the transaction must not stay open
                 try:  # (a closed connection cannot even say whether it is in a transaction)
                     if self._db.in_transaction:
                         self._db.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass
-                raise StoreError(f"SQLite store write failed: {exc}") from exc
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"SQLite store write failed: {exc}") from exc
+                raise
 
     def _read(self, sql: str, params: Sequence[object]) -> list[tuple[object, ...]]:
         with self._lock:
@@ -149,6 +176,22 @@ class SqliteStore:
 
     async def delete(self, key: str) -> None:
         self._write_all([(f"DELETE FROM {table} WHERE key = ?", [(key,)]) for table in ("kv", "counters", "sets")])
+
+    async def append_log(self, name: str, entry: bytes) -> int:
+        data = bytes(entry)
+        with self._transaction() as db:  # the head's increment and the entry commit together
+            ((number,),) = db.execute(_LOG_NEXT, (name,)).fetchall()
+            db.execute("INSERT INTO logs(name, id, data) VALUES (?, ?, ?)", (name, number, data))
+        return int(number)
+
+    async def read_log(self, name: str, after: int, limit: int = 1000) -> tuple[int, list[tuple[int, bytes]]]:
+        rows = self._read(_LOG_READ, (after, name, max(limit, 1)))  # LIMIT 0 would hide the head too
+        last = int(rows[0][0]) if rows else 0  # type: ignore[call-overload]
+        entries = [(int(n), bytes(data)) for _, n, data in rows if n is not None]  # type: ignore[call-overload]
+        return last, entries[: max(limit, 0)]
+
+    async def trim_log(self, name: str, upto: int) -> None:
+        self._write("DELETE FROM logs WHERE name = ? AND id <= ?", [(name, upto)])
 
     async def close(self) -> None:
         with self._lock:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import redis
+from redis.crc import key_slot
 
 import mailguard.stores.redis as redis_module
 from mailguard import Config, Hit, Scanner, ScorerInfo
@@ -30,6 +31,8 @@ from mailguard.stores import Store, open_store
 from mailguard.stores.redis import RedisStore
 from mailguard.testing import RedisServer
 from mailguard.testing.system import free_port
+
+from ..unit.test_stores import check_logs_are_separate_and_binary_safe
 
 from ..conftest import HAM_WORDS, make_message
 
@@ -210,6 +213,141 @@ def test_set_ttl_renews_whole_set_and_expired_set_restarts_empty(store, run, raw
     assert run(store.get_members(["t"])) == {}
     run(store.add_members({"t": ["fresh"]}, ttl=10))
     assert run(store.get_members(["t"])) == {"t": {"fresh"}}
+
+
+# -- logs --------------------------------------------------------------------------------
+
+
+def test_log_numbers_entries_from_one_and_reads_the_rest_in_order(store, run):
+    assert [run(store.append_log("updates", f"e{i}".encode())) for i in range(1, 6)] == [1, 2, 3, 4, 5]
+    assert run(store.read_log("updates", 0)) == (5, [(i, f"e{i}".encode()) for i in range(1, 6)])
+    assert run(store.read_log("updates", 3)) == (5, [(4, b"e4"), (5, b"e5")])
+    assert run(store.read_log("updates", 5)) == (5, [])
+    assert run(store.read_log("updates", 9)) == (5, [])
+
+
+def test_log_read_limit(store, run):
+    for i in range(1, 8):
+        run(store.append_log("l", bytes([i])))
+    assert run(store.read_log("l", 2, limit=3)) == (7, [(3, b"\x03"), (4, b"\x04"), (5, b"\x05")])
+    assert run(store.read_log("l", 5, limit=3)) == (7, [(6, b"\x06"), (7, b"\x07")])
+    assert run(store.read_log("l", 0, limit=0)) == (7, [])
+
+
+def test_unknown_log_is_empty_and_writes_nothing(store, run, raw, prefix):
+    assert run(store.read_log("never-written", 0)) == (0, [])
+    run(store.trim_log("never-written", 10))
+    assert run(store.read_log("never-written", 0)) == (0, [])
+    assert raw.keys(f"{prefix}*") == []
+
+
+def test_trim_drops_old_entries_and_numbering_goes_on(store, run):
+    for i in range(1, 6):
+        run(store.append_log("l", b"e%d" % i))
+    run(store.trim_log("l", 3))
+    assert run(store.read_log("l", 0)) == (5, [(4, b"e4"), (5, b"e5")])
+    run(store.trim_log("l", 2))
+    assert run(store.append_log("l", b"e6")) == 6
+    assert run(store.read_log("l", 4)) == (6, [(5, b"e5"), (6, b"e6")])
+    run(store.trim_log("l", 6))
+    assert run(store.read_log("l", 0)) == (6, [])
+    assert run(store.append_log("l", b"e7")) == 7
+
+
+def test_trim_reads_with_limit_start_at_oldest_kept_entry(store, run):
+    for i in range(1, 11):
+        run(store.append_log("l", b"e%d" % i))
+    run(store.trim_log("l", 6))
+    assert run(store.read_log("l", 0, limit=2)) == (10, [(7, b"e7"), (8, b"e8")])
+
+
+def test_trim_in_chunks_from_the_mark_and_never_past_the_head(store, run, raw, prefix):
+    async def fill(n: int) -> list[int]:
+        return list(await asyncio.gather(*(store.append_log("l", b"%d" % i) for i in range(n))))
+
+    assert run(fill(2500)) == list(range(1, 2501))
+    entries = f"{prefix}l:{{l}}:entries"
+    run(store.trim_log("l", 2100))  # three HDELs of up to 1000 numbers
+    assert raw.hlen(entries) == 400 and raw.get(f"{prefix}l:{{l}}:trimmed") == b"2100"
+    raw.config_resetstat()
+    run(store.trim_log("l", 2100))  # nothing more to delete: no HDEL at all
+    assert "cmdstat_hdel" not in raw.info("commandstats")
+    run(store.trim_log("l", 10**9))  # past the head: only what exists goes
+    assert raw.exists(entries) == 0 and raw.get(f"{prefix}l:{{l}}:trimmed") == b"2500"
+    assert run(store.append_log("l", b"next")) == 2501
+    assert run(store.read_log("l", 0)) == (2501, [(2501, b"next")])
+
+
+def test_logs_are_separate_and_binary_safe(store, run):
+    check_logs_are_separate_and_binary_safe(store, run)
+
+
+def test_logs_never_expire_and_delete_leaves_them(store, run, raw, prefix):
+    run(store.append_log("k", b"entry"))
+    run(store.trim_log("k", 0))
+    run(store.set("k", b"value", ttl=60))
+    run(store.delete("k"))
+    assert run(store.read_log("k", 0)) == (1, [(1, b"entry")])
+    keys = raw.keys(f"{prefix}l:*")
+    assert len(keys) == 2 and all(raw.pttl(key) == -1 for key in keys)  # head, entries (no trim happened)
+
+
+def test_reading_an_empty_tail_is_one_round_trip(store, run, raw):
+    run(store.append_log("l", b"x"))
+    before = store.round_trips
+    raw.config_resetstat()
+    assert run(store.read_log("l", 1)) == (1, [])
+    assert store.round_trips - before == 1
+    stats = raw.info("commandstats")  # (counts the script's own calls too)
+    assert stats["cmdstat_eval"]["calls"] == 1 and stats["cmdstat_get"]["calls"] == 2  # head, trimmed mark
+    assert "cmdstat_hget" not in stats
+
+
+def test_log_read_joins_the_scan_pipeline(store, run):
+    run(store.append_log("l", b"x"))
+
+    async def together():
+        return await asyncio.gather(store.read_log("l", 0), store.get_counters(["c"]), store.get("v"))
+
+    before = store.round_trips
+    assert run(together()) == [(1, [(1, b"x")]), {}, None]
+    assert store.round_trips - before == 1
+
+
+def test_two_nodes_append_concurrently_without_gaps(server, run, prefix):
+    first, second = RedisStore(server.url, prefix=prefix), RedisStore(server.url, prefix=prefix)
+
+    async def node(s: RedisStore, tag: bytes) -> list[int]:
+        numbers = []
+        for batch in range(10):  # several pipelines, interleaved with the other node's
+            numbers += await asyncio.gather(*(s.append_log("l", tag + b"%d" % i) for i in range(20)))
+        return numbers
+
+    async def both():
+        return await asyncio.gather(node(first, b"A"), node(second, b"B"))
+
+    from_first, from_second = run(both())
+    assert sorted(from_first + from_second) == list(range(1, 401))
+    last, entries = run(second.read_log("l", 0, limit=1000))
+    assert last == 400 and [n for n, _ in entries] == list(range(1, 401))
+    assert {n for n, e in entries if e.startswith(b"A")} == set(from_first)
+    run(first.close())
+    run(second.close())
+
+
+def test_log_keys_share_one_hash_slot(store, run, raw, prefix):
+    for name in ["plain", "bayes:{alice}:updates", "odd}name", "odd{name", "{}empty-tag"]:
+        run(store.append_log(name, b"x"))
+        run(store.trim_log(name, 1))
+        run(store.append_log(name, b"y"))
+    keys = [k.decode() for k in raw.keys(f"{prefix}l:*")]
+    assert len(keys) == 5 * 3  # head, entries and trimmed of each
+    slots: dict[str, set[int]] = {}
+    for key in keys:
+        slots.setdefault(key.rpartition(":")[0], set()).add(key_slot(key.encode()))
+    assert all(len(found) == 1 for found in slots.values()), slots
+    assert key_slot(f"{prefix}l:bayes:{{alice}}:updates:head".encode()) == key_slot(b"{alice}")  # the caller's tag
+    assert f"{prefix}l:{{plain}}:entries" in keys
 
 
 # -- coalescing -----------------------------------------------------------------------------

@@ -1,9 +1,10 @@
-"""Counter and key-value stores: the same behaviour from MemoryStore and SqliteStore."""
+"""Counter, key-value, set and log stores: the same behaviour from MemoryStore and SqliteStore."""
 
 from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -313,3 +314,121 @@ def test_many_keys_beyond_one_sqlite_batch(store):
     run(store.add_members({k: [k] for k in keys}))
     assert len(run(store.get_many(keys))) == 1234
     assert len(run(store.get_members(keys))) == 1234
+
+
+# -- logs -----------------------------------------------------------------------------------
+
+
+def test_log_numbers_entries_from_one_and_reads_the_rest_in_order(store):
+    assert [run(store.append_log("updates", f"e{i}".encode())) for i in range(1, 6)] == [1, 2, 3, 4, 5]
+    assert run(store.read_log("updates", 0)) == (5, [(i, f"e{i}".encode()) for i in range(1, 6)])
+    assert run(store.read_log("updates", 3)) == (5, [(4, b"e4"), (5, b"e5")])
+    assert run(store.read_log("updates", 5)) == (5, [])  # nothing new: the usual case
+    assert run(store.read_log("updates", 9)) == (5, [])
+
+
+def test_log_read_limit(store):
+    for i in range(1, 8):
+        run(store.append_log("l", bytes([i])))
+    assert run(store.read_log("l", 2, limit=3)) == (7, [(3, b"\x03"), (4, b"\x04"), (5, b"\x05")])
+    assert run(store.read_log("l", 5, limit=3)) == (7, [(6, b"\x06"), (7, b"\x07")])
+    assert run(store.read_log("l", 0, limit=0)) == (7, [])
+
+
+def test_unknown_log_is_empty(store):
+    assert run(store.read_log("never-written", 0)) == (0, [])
+    run(store.trim_log("never-written", 10))
+    assert run(store.read_log("never-written", 0)) == (0, [])
+
+
+def test_trim_drops_old_entries_and_numbering_goes_on(store):
+    for i in range(1, 6):
+        run(store.append_log("l", b"e%d" % i))
+    run(store.trim_log("l", 3))
+    assert run(store.read_log("l", 0)) == (5, [(4, b"e4"), (5, b"e5")])  # first is not 1: fell behind
+    run(store.trim_log("l", 2))  # already gone: nothing changes
+    assert run(store.append_log("l", b"e6")) == 6
+    assert run(store.read_log("l", 4)) == (6, [(5, b"e5"), (6, b"e6")])
+    run(store.trim_log("l", 6))
+    assert run(store.read_log("l", 0)) == (6, [])  # none returned although last > after
+    assert run(store.append_log("l", b"e7")) == 7
+
+
+def test_trim_reads_with_limit_start_at_oldest_kept_entry(store):
+    for i in range(1, 11):
+        run(store.append_log("l", b"e%d" % i))
+    run(store.trim_log("l", 6))
+    assert run(store.read_log("l", 0, limit=2)) == (10, [(7, b"e7"), (8, b"e8")])
+
+
+def test_logs_are_separate_and_binary_safe(store):
+    check_logs_are_separate_and_binary_safe(store, run)
+
+
+def check_logs_are_separate_and_binary_safe(store, run) -> None:
+    """Also run against a real redis-server (tests/integration/test_redis_store.py)."""
+    entry = bytes(range(256)) * 200 + b"\x00"  # 50 KB with NUL bytes
+    assert run(store.append_log("a", entry)) == 1
+    assert run(store.append_log("b", bytearray(b"\x00\x00"))) == 1
+    assert run(store.append_log("a", b"")) == 2
+    assert run(store.read_log("a", 0)) == (2, [(1, entry), (2, b"")])
+    last, entries = run(store.read_log("b", 0))
+    assert (last, entries) == (1, [(1, b"\x00\x00")]) and type(entries[0][1]) is bytes
+
+
+def test_logs_do_not_expire_and_delete_leaves_them(store, clock):
+    run(store.append_log("k", b"entry"))
+    run(store.set("k", b"value", ttl=1))
+    clock.advance(10 * 365 * 86400)
+    run(store.delete("k"))
+    assert run(store.read_log("k", 0)) == (1, [(1, b"entry")])
+
+
+def test_sqlite_two_objects_same_file_append_to_one_log(tmp_path, clock):
+    path = tmp_path / "log.sqlite3"
+    first, second = SqliteStore(path, clock=clock), SqliteStore(path, clock=clock)
+    try:
+        numbers = [run((first if i % 2 else second).append_log("l", b"%d" % i)) for i in range(10)]
+        assert numbers == list(range(1, 11))
+        expected = (10, [(n, b"%d" % (n - 1)) for n in numbers])
+        assert run(first.read_log("l", 0)) == run(second.read_log("l", 0)) == expected
+        run(second.trim_log("l", 4))
+        assert run(first.read_log("l", 0))[1][0] == (5, b"4")
+    finally:
+        run(first.close())
+        run(second.close())
+
+
+def test_sqlite_concurrent_appends_through_separate_connections(tmp_path):
+    """Each thread has its own connection to the file, as separate processes would."""
+    path = tmp_path / "race.sqlite3"
+    stores = [SqliteStore(path) for _ in range(4)]
+    got: list[int] = []
+
+    def writer(s: SqliteStore) -> None:
+        async def append() -> list[int]:
+            return [await s.append_log("l", b"x" * 1000) for _ in range(50)]
+
+        got.extend(asyncio.run(append()))
+
+    threads = [threading.Thread(target=writer, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert sorted(got) == list(range(1, 201))
+        last, entries = run(stores[0].read_log("l", 0, limit=500))
+        assert last == 200 and [n for n, _ in entries] == list(range(1, 201))
+    finally:
+        for s in stores:
+            run(s.close())
+
+
+def test_sqlite_log_after_close_raises_store_error(tmp_path):
+    s = SqliteStore(tmp_path / "closed-log.sqlite3")
+    run(s.close())
+    with pytest.raises(StoreError):
+        run(s.append_log("l", b"x"))
+    with pytest.raises(StoreError):
+        run(s.read_log("l", 0))

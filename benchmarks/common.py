@@ -19,12 +19,13 @@ def add_corpora_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpora", default=os.environ.get("MAILGUARD_CORPORA", "../shared/corpora"))
 
 
-def corpus_labels(corpora: str) -> Path | None:
-    """The public corpus's folds.csv, or None after saying on stderr where it was looked for."""
-    labels = Path(corpora) / "spamassassin" / "folds.csv"
+def corpus_labels(corpora: str, name: str = "spamassassin") -> Path | None:
+    """A corpus's folds.csv, or None after saying on stderr where it was looked for. The TREC
+    corpora are archives: ``--corpora "$(../shared/corpora/unpack)"`` gives all three."""
+    labels = Path(corpora) / name / "folds.csv"
     if labels.exists():
         return labels
-    print(f"no corpus at {labels}; see ../shared/corpora/README.md", file=sys.stderr)
+    print(f"no corpus at {labels}; see ../shared/corpora/README.md (its unpack script)", file=sys.stderr)
     return None
 
 

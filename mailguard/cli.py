@@ -149,7 +149,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     info["source"] = {"labels": str(args.labels), "exclude_fold": args.exclude_fold}
     info["version"] = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     out = save_model(bundle, args.out, info)
-    print(f"model written to {out}: {info['training_data']['ham']} ham, {info['training_data']['spam']} spam, {info['vocabulary']} tokens")
+    print(f"model written to {out}: {info['training_data']['ham']} ham, {info['training_data']['spam']} spam, {info['vocabulary']} weighted feature buckets")
     if args.seed_store:
         seeded = _seed_store(config, bundle, samples, progress)
         print(f"store seeded with {seeded} labelled messages (reputation, fingerprints)")

@@ -1,7 +1,8 @@
 """Versioned model artifacts under ``models/<name>/``, verified before anything is loaded.
 
 A model directory holds ``manifest.json`` (schema version, sha256 of every file, training
-data description, metrics), ``bayes.npz`` (token counts) and ``combiner.json`` (weights).
+data description, metrics), ``bayes.npz`` (the text classifier's hashed weights and counts,
+sparse) and ``combiner.json`` (weights).
 Nothing is pickled: arrays load with ``allow_pickle=False``, the rest is JSON, and a file
 whose hash differs from the manifest is refused before it is read.
 
@@ -40,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from .classifier.bayes import BayesClassifier
+from .classifier.online import OnlineClassifier
 from .combine import Combiner
 from .errors import ModelError
 
@@ -61,7 +62,7 @@ __all__ = [
     "sha256_file",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the online text classifier (hashed weights and counts); 1 was the frozen Bayes
 _FILES = ("bayes.npz", "combiner.json")
 CURRENT = "CURRENT"
 HISTORY = "HISTORY"
@@ -75,7 +76,7 @@ _MAX_HISTORY_BYTES = 1 << 20  # a line per promotion: thousands of years of week
 class ModelBundle:
     """Everything a trained model consists of: classifier, combiner, and where they came from."""
 
-    bayes: BayesClassifier
+    bayes: OnlineClassifier  # the text classifier (the ``bayes`` scorer runs it)
     combiner: Combiner
     manifest: dict[str, Any] = dataclasses.field(default_factory=dict)
     path: Path | None = None
@@ -132,13 +133,15 @@ def _load_plain(directory: Path) -> ModelBundle:
     if not isinstance(manifest, dict):
         raise ModelError(f"{directory}/manifest.json is not a JSON object")
     if manifest.get("schema_version") != SCHEMA_VERSION:
-        raise ModelError(f"{directory}: model schema {manifest.get('schema_version')!r} is not {SCHEMA_VERSION}")
+        raise ModelError(
+            f"{directory}: model schema {manifest.get('schema_version')!r} is not {SCHEMA_VERSION}; retrain it (mailguard train)"
+        )
     hashes = manifest.get("files", {})
     if not isinstance(hashes, dict):
         raise ModelError(f"{directory}/manifest.json: 'files' must map file names to sha256")
     try:
         with np.load(io.BytesIO(_read_verified(directory, "bayes.npz", hashes)), allow_pickle=False) as arrays:
-            bayes = BayesClassifier.from_arrays(dict(arrays), manifest["bayes_params"])
+            bayes = OnlineClassifier.from_arrays(dict(arrays), manifest["bayes_params"])
         combiner = Combiner.from_dict(json.loads(_read_verified(directory, "combiner.json", hashes)))
     except ModelError:
         raise

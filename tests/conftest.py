@@ -11,7 +11,7 @@ import pytest
 
 from mailguard.message import MessageContext
 from mailguard.model import ModelBundle
-from mailguard.scorers.bayes import message_ids
+from mailguard.classifier.features import text_features
 from mailguard.learning.train import fit_model
 
 HAM_WORDS = "meeting agenda budget review thursday draft minutes project schedule notes team lunch report figures".split()
@@ -43,8 +43,8 @@ def synthetic_corpus(n: int = 40) -> tuple[list[bytes], np.ndarray]:
 @pytest.fixture(scope="session")
 def tiny_model() -> ModelBundle:
     raws, y = synthetic_corpus()
-    ids = [message_ids(MessageContext(r)) for r in raws]
-    return fit_model(ids, y, prune_min_docs=1, combiner_C=100.0)
+    ids = [text_features(MessageContext(r)) for r in raws]
+    return fit_model(ids, y, params={"bits": 16}, combiner_C=100.0)  # a small table: tests build many scanners
 
 
 @pytest.fixture()

@@ -1,2 +1,3 @@
-"""The text classifier the ``bayes`` scorer runs: message tokens (`tokens`) and the Bayesian
-model over them (`bayes`), whose fitted state is part of a model artifact (`mailguard.model`)."""
+"""The text classifier the ``bayes`` scorer runs: message tokens (`tokens`), the features it
+reads (`features`: tokens and byte 4-grams, hashed), and the model that learns online from
+them (`online`), whose fitted state is part of a model artifact (`mailguard.model`)."""

@@ -1,8 +1,9 @@
 """Offline training and cross-validation on a labelled corpus.
 
-Training fits the Bayes classifier on every message, and the combiner on out-of-fold
-classifier scores (inner cross-fitting), so the combiner learns how far the classifier
-can be trusted on mail it has not seen. Cross-validation scores each held-out fold
+Training runs the online text classifier over every message (the same learner a node runs
+on reports, a few passes over the corpus), and fits the combiner on out-of-fold classifier
+scores (inner cross-fitting), so the combiner learns how far the classifier can be trusted
+on mail it has not seen. Cross-validation scores each held-out fold
 through the real `Scanner`, exactly as ``mailguard scan`` would.
 """
 
@@ -16,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..classifier.bayes import BayesClassifier
+from ..classifier.features import TextFeatures, text_features
+from ..classifier.online import OnlineClassifier
 from ..combine import Combiner
 from ..config import Config, Limits, StoreConfig
 from .datasets import Sample, data_hash
@@ -24,7 +26,6 @@ from .evaluate import quality_metrics
 from ..message.context import MessageContext
 from ..model import ModelBundle
 from ..scanner import Scanner
-from ..scorers.bayes import message_ids
 from ..stores.memory import MemoryStore
 
 __all__ = [
@@ -45,7 +46,6 @@ __all__ = [
 Progress = Callable[[int, int, str], None]
 
 BAYES_PARAMS: dict[str, Any] = {}  # the classifier's defaults are the benchmark's choice
-PRUNE_MIN_DOCS = 1  # keep every token: dropping single-message tokens cost 0.7 points at 2 FP
 INNER_FOLDS = 5
 
 
@@ -58,10 +58,10 @@ def read_sample(sample: Sample) -> bytes:
         return fh.read()
 
 
-def tokenize_corpus(samples: Sequence[Sample], limits: Limits, progress: Progress = _quiet) -> tuple[list[Sample], list[np.ndarray], list[str]]:
-    """Token ids of every readable sample; unreadable ones become error lines."""
+def tokenize_corpus(samples: Sequence[Sample], limits: Limits, progress: Progress = _quiet) -> tuple[list[Sample], list[TextFeatures], list[str]]:
+    """Classifier features of every readable sample; unreadable ones become error lines."""
     kept: list[Sample] = []
-    ids: list[np.ndarray] = []
+    ids: list[TextFeatures] = []
     errors: list[str] = []
     for n, sample in enumerate(samples, start=1):
         try:
@@ -70,7 +70,7 @@ def tokenize_corpus(samples: Sequence[Sample], limits: Limits, progress: Progres
             errors.append(f"{sample.path}: cannot read: {exc.strerror or exc}")
             continue
         kept.append(sample)
-        ids.append(message_ids(MessageContext(raw, limits=limits)))
+        ids.append(text_features(MessageContext(raw, limits=limits)))
         progress(n, len(samples), "tokenizing")
     return kept, ids, errors
 
@@ -148,20 +148,19 @@ def symbol_directions(config: Config, bundle: ModelBundle) -> dict[str, float]:
         scanner.close()
 
 
-def fit_model(ids: Sequence[np.ndarray], y: np.ndarray, **options: Any) -> ModelBundle:
+def fit_model(ids: Sequence[TextFeatures], y: np.ndarray, **options: Any) -> ModelBundle:
     """Classifier on all of ``ids``; combiner on out-of-fold scorer outputs (`fit_with_features`'s options)."""
     return fit_with_features(ids, y, **options)[0]
 
 
 def fit_with_features(
-    ids: Sequence[np.ndarray],
+    ids: Sequence[TextFeatures],
     y: np.ndarray,
     *,
     raws: Sequence[bytes] | None = None,
     config: Config | None = None,
     params: dict[str, Any] | None = None,
     inner_folds: int = INNER_FOLDS,
-    prune_min_docs: int = PRUNE_MIN_DOCS,
     combiner_C: float = 1.0,
 ) -> tuple[ModelBundle, list[Features]]:
     """Classifier on all of ``ids``; combiner on out-of-fold scorer outputs, returned too.
@@ -177,7 +176,7 @@ def fit_with_features(
     rows: list[Features] = [{} for _ in range(len(y))]
     for k in range(inner_folds):
         train, test = np.flatnonzero(folds != k), np.flatnonzero(folds == k)
-        clf = BayesClassifier(**params).fit([ids[i] for i in train], y[train]).prune(prune_min_docs)
+        clf = OnlineClassifier(**params).fit([ids[i] for i in train], y[train])
         if with_scanner:
             assert config is not None and raws is not None
             inner = ModelBundle(bayes=clf, combiner=Combiner())
@@ -186,7 +185,7 @@ def fit_with_features(
             fold_rows = [{"BAYES": float(v)} for v in clf.decision_function([ids[i] for i in test])]
         for i, row in zip(test, fold_rows):
             rows[i] = row
-    bayes = BayesClassifier(**params).fit(list(ids), y).prune(prune_min_docs)
+    bayes = OnlineClassifier(**params).fit(list(ids), y)
     directions = symbol_directions(config, ModelBundle(bayes=bayes, combiner=Combiner())) if config is not None else None
     combiner = Combiner(C=combiner_C, directions=directions).fit(rows, y)
     calibrated = combiner.decision_function(rows)
@@ -219,7 +218,7 @@ def train(
             "sha256": data_hash(kept),
             "folds": sorted({s.fold for s in kept if s.fold is not None}),
         },
-        "vocabulary": len(bundle.bayes.vocab_),
+        "vocabulary": int(np.count_nonzero(bundle.bayes.weights_)),  # buckets with a weight
         **bundle.manifest,
     }
     return bundle, info, errors

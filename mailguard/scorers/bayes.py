@@ -1,111 +1,229 @@
-"""The Bayesian text classifier as a scorer: the shipped model plus learned deltas from the store.
+"""The text classifier as a scorer: the shipped model, learning online, shared by every node.
 
-The global model is read-only; what ``learn`` adds goes to the store, globally (user None)
-or for one user, and is merged into the counts at scan time. A store with no learned
-messages costs one lookup per scan.
+Each node keeps its own copy of the model (`OnlineClassifier`) in memory. Learning a message
+appends its `Update` to a log in the store, and every scan first reads the updates other
+nodes appended since its last read, usually none: one store call per scan, whatever the
+message, and a learn on one node is seen by the next scan on any node sharing the store.
+Every ``compact_every`` updates a node writes its learned state (what it holds on top of the
+shipped model) as a snapshot and trims the log behind it; a node that fell behind the trim,
+or starts fresh, loads the snapshot and reads on from there.
+
+The log is named after the model's digest, so a retrained model (whose training already
+holds the reports) starts from its own state, not another model's updates.
+
+Regimes (``train``): ``everything`` learns every message it is given; ``on-error`` learns
+only a message the classifier got wrong or scored within ``margin`` of the other side (a
+thick threshold: less work, and a poisoner must first fool it). Either way a user's report
+changes only that user's copy of the features; the global copy learns from training,
+autolearning and the reports enough users agree on (`Scanner.report`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from xxhash import xxh3_64_intdigest
 
-from ..classifier.bayes import BayesClassifier, TokenCounts
+from ..classifier.features import TextFeatures, bucket_of, gram_bytes, text_features, user_salt
+from ..classifier.online import OnlineClassifier, Update
+from ..classifier.tokens import message_tokens
 from ..errors import ConfigError, StoreError
 from ..message.context import MessageContext
 from ..policy import canonical_user
 from ..result import Hit
 from ..scorer import Label, ScorerInfo, Services, Source
 from ..stores.base import Store
-from ..classifier.tokens import hash_tokens, message_tokens
 
-__all__ = ["BayesScorer", "message_ids"]
+__all__ = ["BayesScorer"]
 
 _DAY = 86400.0
+_READ_BATCH = 1000  # updates read per store call while catching up
+_KEYS = {"per_user", "train", "margin", "compact_every", "token_ttl_days"}
+_REGIMES = ("everything", "on-error")
 
 log = logging.getLogger("mailguard.scorers.bayes")
-
-
-def message_ids(ctx: MessageContext) -> np.ndarray:
-    """The message's distinct token ids, computed once per message."""
-    return ctx.cached("bayes.ids", lambda: hash_tokens(message_tokens(ctx)))
 
 
 class BayesScorer:
     name = "bayes"
     info = ScorerInfo(
         group="bayes",
-        symbols={"BAYES": "Bayesian classifier log-odds (positive: spam-like)"},
+        symbols={"BAYES": "text classifier log-odds (positive: spam-like)"},
         default_weights={"BAYES": 1.0},
         learns=True,
         timeout=2.0,
     )
 
-    def __init__(self, classifier: BayesClassifier, store: Store, *, token_ttl_days: float = 365.0, per_user: bool = True) -> None:
-        self.classifier = classifier
+    def __init__(
+        self,
+        classifier: OnlineClassifier,
+        store: Store,
+        *,
+        per_user: bool = True,
+        train: str = "everything",
+        margin: float = 2.0,
+        compact_every: int = 1000,
+        token_ttl_days: float = 365.0,
+    ) -> None:
+        if train not in _REGIMES:
+            raise ConfigError(f"[scorers.bayes] train must be one of {', '.join(_REGIMES)}")
+        self.base = classifier
+        self.model = classifier  # copied on the first update (most scanners never learn)
         self.store = store
-        self.token_ttl = token_ttl_days * _DAY
         self.per_user = per_user
+        self.train = train
+        self.margin = margin
+        self.compact_every = compact_every
+        self.snapshot_ttl = token_ttl_days * _DAY
+        self.log_name = f"text:{classifier.digest()}"
+        self.snapshot_key = f"{self.log_name}:snapshot"
+        self.cursor = 0  # the newest update of the log this copy holds
+        self._lock = asyncio.Lock()
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any], services: Services) -> BayesScorer:
-        unknown = set(section) - {"token_ttl_days", "per_user"}
+        where = "[scorers.bayes]"
+        unknown = set(section) - _KEYS
         if unknown:
-            raise ConfigError(f"[scorers.bayes] unknown key(s): {', '.join(sorted(unknown))}")
+            raise ConfigError(f"{where} unknown key(s): {', '.join(sorted(unknown))}")
         if services.model is None:
             raise ConfigError("the bayes scorer needs a model (see [model] path)")
         ttl = section.get("token_ttl_days", 365.0)
-        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or ttl <= 0:
-            raise ConfigError("[scorers.bayes] token_ttl_days must be a positive number")
-        return cls(services.model.bayes, services.store, token_ttl_days=float(ttl), per_user=bool(section.get("per_user", True)))
+        margin = section.get("margin", 2.0)
+        compact = section.get("compact_every", 1000)
+        for name, value in (("token_ttl_days", ttl), ("margin", margin)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"{where} {name} must be a positive number")
+        if isinstance(compact, bool) or not isinstance(compact, int) or not 10 <= compact <= 1_000_000:
+            raise ConfigError(f"{where} compact_every must be a whole number from 10 to 1000000")
+        per_user = section.get("per_user", True)
+        if not isinstance(per_user, bool):
+            raise ConfigError(f"{where} per_user must be true or false")
+        train = section.get("train", "everything")
+        if train not in _REGIMES:
+            raise ConfigError(f"{where} train must be one of {', '.join(_REGIMES)}")
+        return cls(
+            services.model.bayes, services.store, per_user=per_user, train=train, margin=float(margin),
+            compact_every=compact, token_ttl_days=float(ttl),
+        )
 
-    def _scopes(self, user: str | None) -> list[str]:
-        scopes = ["g"]
-        if user and self.per_user:
-            scopes.append("u:" + canonical_user(user))
-        return scopes
+    # -- keeping in step with the other nodes ---------------------------------------------
 
-    async def _deltas(self, ids: np.ndarray, user: str | None) -> tuple[TokenCounts, tuple[float, float]]:
-        scopes = self._scopes(user)
-        totals = await self.store.get_counters([f"bayes:{s}:n:{k}" for s in scopes for k in "sh"])
-        n_spam = sum(v for k, v in totals.items() if k.endswith(":s"))
-        n_ham = sum(v for k, v in totals.items() if k.endswith(":h"))
-        if not totals:
-            return {}, (0.0, 0.0)
-        hexes = [format(i, "x") for i in ids.tolist()]
-        found = await self.store.get_counters([f"bayes:{s}:t:{h}:{k}" for s in scopes for h in hexes for k in "sh"])
-        counts: dict[int, list[float]] = {}
-        for key, value in found.items():  # only what was learned: usually a fraction of the keys asked
-            token, kind = key.rsplit(":", 2)[1:]
-            counts.setdefault(int(token, 16), [0.0, 0.0])[kind == "h"] += value
-        return {i: (spam, ham) for i, (spam, ham) in counts.items() if spam or ham}, (n_spam, n_ham)
+    async def sync(self) -> None:
+        """Apply the updates appended since this copy's last read (StoreError if the store is down)."""
+        async with self._lock:
+            await self._catch_up()
+
+    async def _catch_up(self) -> None:
+        reloads = 0
+        while True:
+            last, entries = await self.store.read_log(self.log_name, self.cursor, _READ_BATCH)
+            behind = (entries and entries[0][0] != self.cursor + 1) or (not entries and last > self.cursor)
+            if behind:  # the updates we miss were folded into a snapshot and trimmed
+                if reloads >= 3:
+                    raise StoreError("bayes: the update log keeps moving past its snapshot")
+                reloads += 1
+                await self._load_snapshot(entries[0][0] - 1 if entries else last)
+                continue
+            for number, data in entries:
+                try:
+                    self._own().apply(Update.from_bytes(data, self.model.size))
+                except ValueError as exc:  # one bad entry costs that update, never the scan
+                    log.warning("bayes: update %d of %s skipped: %s", number, self.log_name, exc)
+                self.cursor = number
+            if len(entries) < _READ_BATCH:
+                return
+
+    def _own(self) -> OnlineClassifier:
+        """This node's own copy of the model, to learn into (the loaded one stays as shipped)."""
+        if self.model is self.base:
+            self.model = self.base.copy()
+        return self.model
+
+    async def _load_snapshot(self, fallback: int) -> None:
+        blob = await self.store.get(self.snapshot_key)
+        model = self.base.copy()
+        cursor = fallback
+        if blob is not None:
+            try:
+                cursor = int.from_bytes(blob[:8], "little")
+                model.with_delta(self.base, blob[8:])
+            except (ValueError, OSError, KeyError) as exc:
+                log.warning("bayes: snapshot of %s unreadable (%s); the updates it holds are lost", self.log_name, exc)
+                model, cursor = self.base.copy(), fallback
+        else:
+            log.warning("bayes: updates of %s up to %d were trimmed with no snapshot; they are lost", self.log_name, fallback)
+        self.model, self.cursor = model, cursor
+
+    async def _compact(self) -> None:
+        """Write this copy's learned state as the snapshot, then trim the log it covers."""
+        async with self._lock:
+            await self._catch_up()
+            blob = self.cursor.to_bytes(8, "little") + self.model.delta_from(self.base)
+            await self.store.set(self.snapshot_key, blob, ttl=self.snapshot_ttl)
+            await self.store.trim_log(self.log_name, self.cursor)
+
+    # -- scanning and learning --------------------------------------------------------------
+
+    def _salt(self, user: str | None) -> int:
+        return user_salt(canonical_user(user)) if user and self.per_user else 0
 
     async def score(self, ctx: MessageContext) -> list[Hit]:
-        ids = message_ids(ctx)
-        if len(ids) == 0:
+        features = text_features(ctx)
+        if not len(features.tokens) and not len(features.grams):
             return []
         note = ""
         try:
-            delta, n_delta = await self._deltas(ids, ctx.user)
+            await self.sync()
         except StoreError as exc:
-            # the shipped model is in memory: a store that is down costs what was learned
-            # since, not the classifier's opinion
-            log.warning("bayes: store unavailable, scoring with the global model only: %s", exc)
-            delta, n_delta, note = {}, (0.0, 0.0), "; store unavailable: global model only"
-        looked_up = self.classifier.lookup(ids)
-        value = self.classifier.score_one(ids, delta, n_delta, looked_up)
-        spam, ham, _ = looked_up
-        known = int(((spam + ham) > 0).sum())
-        return [Hit("BAYES", value, f"{known} of {len(ids)} tokens known{note}")]
+            # the model is in memory: a store that is down costs what others learned since
+            log.warning("bayes: store unavailable, scoring with what this node holds: %s", exc)
+            note = "; store unavailable: learned state as last read"
+        salt = self._salt(ctx.user)
+        value, _ = self.model.score(features, salt)
+        return [Hit("BAYES", value, self._explain(ctx, features, salt) + note)]
+
+    def _explain(self, ctx: MessageContext, features: TextFeatures, salt: int) -> str:
+        """How many tokens the model knows, and the features (tokens or byte 4-grams) that
+        weigh most for this user."""
+        bits, model = self.model.bits, self.model
+        tokens, _ = features.buckets(bits)
+        known = int(((model.spam_[tokens] + model.ham_[tokens]) > 0).sum())
+        names = sorted(message_tokens(ctx))
+        ids = np.fromiter((xxh3_64_intdigest(n.encode("utf-8", "surrogatepass")) for n in names), dtype=np.uint64, count=len(names))
+        grams = features.grams
+        names += [repr(gram_bytes(g))[1:] for g in grams.tolist()]
+        ids = np.concatenate([ids, grams])
+        weight = model.weights_[bucket_of(ids, bits)].astype(np.float64)
+        if salt and salt in model.totals_:
+            weight += model.weights_[bucket_of(ids, bits, salt)]
+        top = np.argsort(-np.abs(weight))[:3]
+        strongest = ", ".join(f"{names[i][:40]} {weight[i]:+.2f}" for i in top if weight[i])
+        return f"{known} of {len(tokens)} tokens known" + (f"; strongest: {strongest}" if strongest else "")
 
     async def learn(self, ctx: MessageContext, label: Label, user: str | None = None, *, source: Source = "report") -> None:
-        """Count the message's tokens as ``label``, globally (user None) or for ``user`` only.
-        Every source counts once: the classifier's counts are message counts."""
-        scope = self._scopes(user)[-1]
-        k = "s" if label == "spam" else "h"
-        amounts = {f"bayes:{scope}:t:{int(i):x}:{k}": 1.0 for i in message_ids(ctx)}
-        amounts[f"bayes:{scope}:n:{k}"] = 1.0
-        await self.store.incr_many(amounts, ttl=self.token_ttl)
+        """Learn ``ctx`` as ``label``: globally (user None) or in ``user``'s copy of the
+        features only; with ``train = "on-error"``, only when the classifier needs it."""
+        if label not in ("spam", "ham"):
+            raise StoreError(f"bayes: label must be 'spam' or 'ham', not {label!r}")
+        y = 1 if label == "spam" else 0
+        features = text_features(ctx)
+        salt = self._salt(user)
+        await self.sync()
+        if self.train == "on-error":
+            value, _ = self.model.score(features, salt)
+            if (value if y else -value) >= self.margin:
+                return  # right, and by a margin: nothing to learn
+        update = self.model.learn_step(features, y, salt)
+        number = await self.store.append_log(self.log_name, update.to_bytes())
+        async with self._lock:
+            if number == self.cursor + 1:  # nobody appended in between: ours is the next
+                self._own().apply(update)
+                self.cursor = number
+        if number % self.compact_every == 0:
+            await self._compact()

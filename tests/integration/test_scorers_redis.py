@@ -84,6 +84,7 @@ def test_what_one_node_learns_another_node_scores(two_nodes):
     for n in range(1, 6):
         assert a.learn_sync(campaign(n, f"user{n}@example.org")[0], "spam", source="report")
     after = symbols(b.scan_sync(*campaign(7, "carol@example.org")))
+    assert after["BAYES"] > before["BAYES"] + 0.3  # the text classifier learned online, on the other node
     assert after.get("FUZZY_SPAM", 0) > 0.5  # a near-duplicate of reported spam
     assert after.get("REP_IP", 0) > 0 and after.get("REP_FROM_DOMAIN", 0) > 0
     assert b.scan_sync(*campaign(8, "dave@example.org")).score > b.scan_sync(*campaign(9, "erin@example.org")).score - 1  # stable

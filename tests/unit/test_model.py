@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mailguard.classifier.bayes import BayesClassifier
+from mailguard.classifier.features import TextFeatures
+from mailguard.classifier.online import OnlineClassifier
 from mailguard.combine import Combiner
 from mailguard.errors import ModelError
 from mailguard.model import SCHEMA_VERSION, ModelBundle, load_model, save_model
@@ -30,9 +31,10 @@ class Booby:
 
 
 def tiny_bundle() -> ModelBundle:
-    X = [np.array(ids, dtype=np.uint64) for ids in ([1, 2, 3], [2, 3, 4], [10, 11, 12], [11, 12, 13], [3, 12])]
+    X = [TextFeatures(np.array(ids, dtype=np.uint64), np.array([7, ids[0]], dtype=np.uint64))
+         for ids in ([1, 2, 3], [2, 3, 4], [10, 11, 12], [11, 12, 13], [3, 12])]
     y = [1, 1, 0, 0, 1]
-    bayes = BayesClassifier(min_dev=0.05).fit(X, y)
+    bayes = OnlineClassifier(bits=12, min_dev=0.05).fit(X, y)
     combiner = Combiner(C=2.0, group_caps={"rules": 3.0}).fit(
         [{"BAYES": 3.0, "R": 1.0}, {"BAYES": 2.0}, {"BAYES": -3.0}, {"BAYES": -1.0, "H": 1.0}], [1, 1, 0, 0]
     )
@@ -77,7 +79,7 @@ def test_round_trip(saved):
     for name, array in bundle.bayes.to_arrays().items():
         np.testing.assert_array_equal(loaded.bayes.to_arrays()[name], array)
     assert loaded.bayes.get_params() == bundle.bayes.get_params()
-    docs = [np.array([1, 2, 99], dtype=np.uint64), np.array([11, 12], dtype=np.uint64), np.array([], dtype=np.uint64)]
+    docs = [TextFeatures(np.array(d, dtype=np.uint64), np.array([7], dtype=np.uint64)) for d in ([1, 2, 99], [11, 12], [])]
     np.testing.assert_array_equal(loaded.bayes.decision_function(docs), bundle.bayes.decision_function(docs))
     rows = [{"BAYES": 1.5}, {"BAYES": -2.0, "H": 1.0}, {"R": 1.0}]
     np.testing.assert_array_equal(loaded.combiner.predict_proba(rows), bundle.combiner.predict_proba(rows))
@@ -107,7 +109,7 @@ def test_tampered_npz_with_pickled_objects_never_unpickled(saved):
     _, directory = saved
     UNPICKLED.clear()
     evil = np.array([Booby(), Booby()], dtype=object)
-    np.savez(directory / "bayes.npz", vocab=evil, spam_counts=evil, ham_counts=evil, n_messages=evil)
+    np.savez(directory / "bayes.npz", weight_buckets=evil, weights=evil, count_buckets=evil, spam_counts=evil, ham_counts=evil)
     with pytest.raises(ModelError, match="manifest hash"):
         load_model(directory)
     assert UNPICKLED == []
@@ -118,7 +120,7 @@ def test_tampered_npz_with_pickled_objects_never_unpickled(saved):
         load_model(directory)
     assert UNPICKLED == []
     # (the trap does work when unpickled: the assertions above are meaningful)
-    np.load(directory / "bayes.npz", allow_pickle=True)["vocab"]
+    np.load(directory / "bayes.npz", allow_pickle=True)["weight_buckets"]
     assert UNPICKLED
 
 
@@ -185,10 +187,10 @@ def test_corrupt_but_consistently_hashed_npz(saved):
         load_model(directory)
 
 
-def test_unsorted_vocabulary_refused(saved):
+def test_bucket_outside_the_table_refused(saved):
     bundle, directory = saved
     arrays = bundle.bayes.to_arrays()
-    arrays["vocab"] = arrays["vocab"][::-1].copy()
+    arrays["weight_buckets"] = arrays["weight_buckets"] + np.uint32(1 << 12)
     np.savez_compressed(directory / "bayes.npz", **arrays)
     digest = hashlib.sha256((directory / "bayes.npz").read_bytes()).hexdigest()
     rewrite_manifest(directory, lambda m: {**m, "files": {**m["files"], "bayes.npz": digest}})

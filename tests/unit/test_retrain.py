@@ -28,7 +28,7 @@ from mailguard.learning.retrain import (
     user_cap,
     user_weights,
 )
-from mailguard.scorers.bayes import message_ids
+from mailguard.classifier.features import text_features
 from mailguard.message import MessageContext
 from mailguard.stores.memory import MemoryStore
 from mailguard.learning.train import train
@@ -186,7 +186,7 @@ def test_model_in_service_elsewhere_is_kept_for_rollback(base, tmp_path):
     assert result.promoted and result.imported == "v1" and result.version == "v2"
     assert manifest(out / "v1")["imported_from"].startswith(str(plain))
     assert rollback(out) == ("v2", "v1")
-    docs = [message_ids(MessageContext(spam(9999))), message_ids(MessageContext(ham(9998)))]
+    docs = [text_features(MessageContext(spam(9999))), text_features(MessageContext(ham(9998)))]
     np.testing.assert_array_equal(load_model(out).bayes.decision_function(docs), bundle.bayes.decision_function(docs))
 
 

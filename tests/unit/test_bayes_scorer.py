@@ -1,0 +1,113 @@
+"""The bayes scorer's shared online state: what one node learns, the next scan on another node
+sees; snapshots and trimming keep the log short; a bad entry or a dead store costs the
+update, never the scan."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mailguard.errors import StoreError
+from mailguard.message import MessageContext
+from mailguard.scorers.bayes import BayesScorer
+from mailguard.stores import MemoryStore, SqliteStore
+
+from ..conftest import HAM_WORDS, SPAM_WORDS, make_message
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def value(scorer: BayesScorer, raw: bytes, user: str | None = None) -> float:
+    ctx = MessageContext(raw)
+    ctx.user = user
+    return run(scorer.score(ctx))[0].value
+
+
+WEBINAR = make_message(["quarterly", "synergy", "webinar", "invite"], subject="webinar", seed=12)
+
+
+def test_what_one_node_learns_the_next_scan_on_another_node_sees(tiny_model, tmp_path):
+    a = BayesScorer(tiny_model.bayes, SqliteStore(tmp_path / "s.sqlite3"))
+    b = BayesScorer(tiny_model.bayes, SqliteStore(tmp_path / "s.sqlite3"))
+    before = value(b, WEBINAR)
+    for n in range(3):
+        run(a.learn(MessageContext(make_message(["quarterly", "synergy", "webinar", "invite"], subject="webinar", seed=40 + n)), "spam"))
+    assert value(b, WEBINAR) > before + 0.5
+    assert value(b, WEBINAR) == pytest.approx(value(a, WEBINAR))
+    assert tiny_model.bayes.totals_[0] == [20.0, 20.0]  # the loaded model itself never changes
+
+
+def test_a_users_report_moves_only_that_users_mail(tiny_model):
+    store = MemoryStore()
+    node = BayesScorer(tiny_model.bayes, store)
+    before = value(node, WEBINAR, "carol@example.net")
+    run(node.learn(MessageContext(WEBINAR), "spam", user="Carol@Example.net"))
+    assert value(node, WEBINAR, "carol@example.net") > before
+    assert value(node, WEBINAR, "dave@example.net") == pytest.approx(before)
+    assert value(node, WEBINAR) == pytest.approx(before)
+
+
+def test_snapshots_trim_the_log_and_a_new_node_starts_from_them(tiny_model, tmp_path):
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    a = BayesScorer(tiny_model.bayes, store, compact_every=10)
+    for n in range(25):
+        words = SPAM_WORDS if n % 2 else HAM_WORDS
+        run(a.learn(MessageContext(make_message(words, subject="x", seed=100 + n)), "spam" if n % 2 else "ham"))
+    last, kept = run(store.read_log(a.log_name, 0))
+    assert last == 25 and [n for n, _ in kept] == list(range(21, 26))  # 1-20 folded into the snapshot
+    assert run(store.get(a.snapshot_key)) is not None
+    fresh = BayesScorer(tiny_model.bayes, SqliteStore(tmp_path / "s.sqlite3"))
+    for n in range(5):
+        raw = make_message(SPAM_WORDS + HAM_WORDS, subject="mixed", seed=300 + n)
+        assert value(fresh, raw) == pytest.approx(value(a, raw), abs=1e-4)
+    assert fresh.cursor == 25
+
+
+def test_a_node_that_fell_behind_a_trim_reloads_the_snapshot(tiny_model):
+    store = MemoryStore()
+    behind = BayesScorer(tiny_model.bayes, store)
+    value(behind, WEBINAR)  # in step at 0
+    ahead = BayesScorer(tiny_model.bayes, store, compact_every=10)
+    for n in range(12):
+        run(ahead.learn(MessageContext(make_message(SPAM_WORDS, subject="offer", seed=500 + n)), "spam"))
+    assert value(behind, WEBINAR) == pytest.approx(value(ahead, WEBINAR), abs=1e-4)
+    assert behind.cursor == 12
+
+
+def test_a_bad_entry_costs_that_update_not_the_scan(tiny_model, caplog):
+    store = MemoryStore()
+    node = BayesScorer(tiny_model.bayes, store)
+    run(store.append_log(node.log_name, b"not an update"))
+    run(node.learn(MessageContext(WEBINAR), "spam"))
+    assert node.cursor == 2 and "skipped" in caplog.text
+
+
+def test_a_dead_store_leaves_the_scan_with_what_the_node_holds(tiny_model, tmp_path):
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    node = BayesScorer(tiny_model.bayes, store)
+    before = value(node, WEBINAR)
+    run(store.close())
+    hit = run(node.score(MessageContext(WEBINAR)))[0]
+    assert hit.value == pytest.approx(before) and "store unavailable" in hit.reason
+    with pytest.raises(StoreError):
+        run(node.learn(MessageContext(WEBINAR), "spam"))
+
+
+def test_on_error_learns_only_what_it_got_wrong_or_nearly(tiny_model):
+    store = MemoryStore()
+    node = BayesScorer(tiny_model.bayes, store, train="on-error", margin=2.0)
+    confident = make_message(SPAM_WORDS, subject="offer", seed=77)
+    assert value(node, confident) > 2.0
+    run(node.learn(MessageContext(confident), "spam"))
+    assert run(store.read_log(node.log_name, 0)) == (0, [])  # right by a margin: nothing learned
+    run(node.learn(MessageContext(confident), "ham"))  # wrong: learned
+    assert run(store.read_log(node.log_name, 0))[0] == 1
+
+
+def test_explanation_names_the_strongest_tokens(tiny_model):
+    hit = run(BayesScorer(tiny_model.bayes, MemoryStore()).score(MessageContext(make_message(SPAM_WORDS, subject="offer", seed=3))))[0]
+    assert "tokens known; strongest:" in hit.reason
+    assert any(word in hit.reason for word in SPAM_WORDS + ["offer"])

@@ -1,0 +1,141 @@
+"""The online text classifier and its features: hashing, learning one message at a time, the
+user's half of the table, updates that cross the store, and artifacts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from mailguard.classifier.features import TextFeatures, bucket_of, byte_grams, text_features, user_salt
+from mailguard.classifier.online import OnlineClassifier, Update
+from mailguard.message import MessageContext
+
+from ..conftest import HAM_WORDS, SPAM_WORDS, make_message, synthetic_corpus
+
+BITS = 16
+
+
+def corpus(n: int = 60) -> tuple[list[TextFeatures], np.ndarray]:
+    raws, y = synthetic_corpus(n)
+    return [text_features(MessageContext(r)) for r in raws], y
+
+
+def test_byte_grams_are_the_distinct_overlapping_4_grams_of_the_head():
+    grams = byte_grams(b"abcdabcdX", limit=8)  # "abcd", "bcda", "cdab", "dabc", then "abcd" again
+    assert len(grams) == 4
+    assert len(byte_grams(b"abc")) == 0
+    assert np.array_equal(byte_grams(b"abcdefgh" + b"z" * 100, limit=8), byte_grams(b"abcdefgh"))
+
+
+def test_chinese_text_gives_grams_without_word_segmentation():
+    raw = "Subject: 会议通知\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n明天下午三点开会，请准时参加。\r\n".encode()
+    features = text_features(MessageContext(raw))
+    assert len(features.grams) > 40
+
+
+def test_global_and_user_copies_use_separate_halves_of_the_table():
+    ids = np.arange(1, 5000, dtype=np.uint64) * np.uint64(0x1F3D5B79)
+    mine = bucket_of(ids, BITS, user_salt("bob@example.org"))
+    theirs = bucket_of(ids, BITS, user_salt("carol@example.org"))
+    everyone = bucket_of(ids, BITS)
+    half = 1 << (BITS - 1)
+    assert everyone.max() < half <= mine.min() and theirs.min() >= half and mine.max() < 2 * half
+    assert not np.array_equal(mine, theirs)
+    assert np.array_equal(bucket_of(ids, BITS, user_salt("bob@example.org")), mine)  # stable
+
+
+def test_learns_the_synthetic_corpus_online():
+    X, y = corpus(80)
+    model = OnlineClassifier(bits=BITS).fit(X[:60], y[:60])
+    scores = model.decision_function(X[60:])
+    assert roc_auc_score(y[60:], scores) == 1.0
+    assert model.predict(X[60:]).tolist() == y[60:].tolist()
+    proba = model.predict_proba(X[60:])
+    assert np.allclose(proba.sum(axis=1), 1.0)
+
+
+def test_fit_is_the_online_update_run_over_the_corpus():
+    X, y = corpus(30)
+    fitted = OnlineClassifier(bits=BITS, passes=1, fit_learning_rate=0.005).fit(X, y)  # the online rate
+    online = OnlineClassifier(bits=BITS, learning_rate=0.005)
+    for x, label in zip(X, y):
+        online.partial_fit([x], [label])
+    np.testing.assert_array_equal(fitted.weights_, online.weights_)
+    np.testing.assert_array_equal(fitted.spam_, online.spam_)
+    assert fitted.totals_ == online.totals_ == {0: [15.0, 15.0]}
+
+
+def test_more_passes_move_the_weights_not_the_counts():
+    X, y = corpus(30)
+    one = OnlineClassifier(bits=BITS, passes=1).fit(X, y)
+    three = OnlineClassifier(bits=BITS, passes=3).fit(X, y)
+    np.testing.assert_array_equal(one.spam_, three.spam_)
+    assert not np.array_equal(one.weights_, three.weights_)
+
+
+def test_a_users_report_moves_that_users_mail_and_no_global_weight():
+    X, y = corpus(60)
+    model = OnlineClassifier(bits=BITS).fit(X, y)
+    before = model.copy()
+    mail = text_features(MessageContext(make_message(["quarterly", "synergy", "webinar"], subject="webinar", seed=5)))
+    salt = user_salt("carol@example.net")
+    start = model.score(mail, salt)[0]
+    for _ in range(5):
+        model.apply(model.learn_step(mail, 1, salt))
+    assert model.score(mail, salt)[0] > start + 1.0
+    assert model.score(mail, user_salt("dave@example.net"))[0] == model.score(mail)[0] == before.score(mail)[0]
+    half = 1 << (BITS - 1)
+    np.testing.assert_array_equal(model.weights_[:half], before.weights_[:half])
+    assert model.totals_[salt] == [5.0, 0.0]
+
+
+def test_update_round_trips_and_is_checked():
+    X, y = corpus(10)
+    model = OnlineClassifier(bits=BITS).fit(X, y)
+    update = model.learn_step(X[0], 1, user_salt("bob@example.org"))
+    back = Update.from_bytes(update.to_bytes(), model.size)
+    assert (back.label, back.salt) == (update.label, update.salt) and back.step == pytest.approx(update.step)
+    np.testing.assert_array_equal(back.weight_buckets, update.weight_buckets)
+    np.testing.assert_array_equal(back.count_buckets, update.count_buckets)
+    data = update.to_bytes()
+    for bad in (data[:10], data[:-4], b"\x02" + data[1:]):
+        with pytest.raises(ValueError):
+            Update.from_bytes(bad, model.size)
+    with pytest.raises(ValueError, match="outside"):
+        Update.from_bytes(data, 16)  # a table too small for its buckets
+
+
+def test_delta_blob_carries_what_a_copy_learned():
+    X, y = corpus(20)
+    base = OnlineClassifier(bits=BITS).fit(X, y)
+    node = base.copy()
+    for x, label in zip(X[:5], y[:5]):
+        node.apply(node.learn_step(x, int(label), user_salt("bob@example.org")))
+    other = base.copy()
+    other.with_delta(base, node.delta_from(base))
+    np.testing.assert_allclose(other.weights_, node.weights_, atol=1e-6)
+    np.testing.assert_array_equal(other.spam_, node.spam_)
+    assert other.totals_ == node.totals_
+
+
+def test_arrays_round_trip_and_digest_names_the_state():
+    X, y = corpus(20)
+    model = OnlineClassifier(bits=BITS).fit(X, y)
+    copy = OnlineClassifier.from_arrays(model.to_arrays(), model.get_params())
+    np.testing.assert_array_equal(copy.decision_function(X), model.decision_function(X))
+    assert copy.digest() == model.digest()
+    copy.apply(copy.learn_step(X[0], 1))
+    assert copy.digest() != model.digest()
+    with pytest.raises(ValueError):
+        OnlineClassifier().fit(X, np.full(len(X), 2))
+    with pytest.raises(ValueError):
+        OnlineClassifier().fit(X[:3], y)
+
+
+def test_words_named_in_the_corpus_lean_the_right_way():
+    X, y = corpus(60)
+    model = OnlineClassifier(bits=BITS).fit(X, y)
+    spam = text_features(MessageContext(make_message(SPAM_WORDS, subject="offer", seed=999)))
+    ham = text_features(MessageContext(make_message(HAM_WORDS, subject="agenda", seed=998)))
+    assert model.score(spam)[0] > 2 > -2 > model.score(ham)[0]

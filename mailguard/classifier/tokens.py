@@ -217,13 +217,16 @@ def message_tokens(ctx: MessageContext) -> set[str]:
     return out
 
 
-def hash_tokens(tokens: Iterable[str]) -> np.ndarray:
-    """Distinct tokens -> sorted unique uint64 ids (xxh3: stable across processes and machines)."""
-    distinct = tokens if isinstance(tokens, (set, frozenset)) else set(tokens)
+def hash_tokens(tokens: Iterable[str], *, keep_order: bool = False) -> np.ndarray:
+    """Distinct tokens -> sorted unique uint64 ids (xxh3: stable across processes and machines);
+    with ``keep_order``, the id of each token of a list in its order (for naming them back)."""
+    distinct = tokens if keep_order or isinstance(tokens, (set, frozenset)) else set(tokens)
     if not distinct:
         return np.zeros(0, dtype=np.uint64)
     blob = "\0".join(distinct).encode("utf-8", "surrogatepass")
     ids = np.fromiter(map(xxh3_64_intdigest, blob.split(b"\0")), dtype=np.uint64, count=len(distinct))
+    if keep_order:
+        return ids
     ids.sort()
     if (ids[1:] == ids[:-1]).any():  # two tokens with one 64-bit id: practically never
         ids = np.unique(ids)

@@ -27,11 +27,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from xxhash import xxh3_64_intdigest
 
-from ..classifier.features import TextFeatures, bucket_of, gram_bytes, text_features, user_salt
+from ..classifier.features import TextFeatures, bucket_of, gram_bytes, named_tokens, text_features, user_salt
 from ..classifier.online import OnlineClassifier, Update
-from ..classifier.tokens import message_tokens
 from ..errors import ConfigError, StoreError
 from ..message.context import MessageContext
 from ..policy import canonical_user
@@ -190,20 +188,19 @@ class BayesScorer:
 
     def _explain(self, ctx: MessageContext, features: TextFeatures, salt: int) -> str:
         """How many tokens the model knows, and the features (tokens or byte 4-grams) that
-        weigh most for this user."""
+        weigh most for this user. Only the three named are turned back into text."""
         bits, model = self.model.bits, self.model
         tokens, _ = features.buckets(bits)
         known = int(((model.spam_[tokens] + model.ham_[tokens]) > 0).sum())
-        names = sorted(message_tokens(ctx))
-        ids = np.fromiter((xxh3_64_intdigest(n.encode("utf-8", "surrogatepass")) for n in names), dtype=np.uint64, count=len(names))
-        grams = features.grams
-        names += [repr(gram_bytes(g))[1:] for g in grams.tolist()]
-        ids = np.concatenate([ids, grams])
+        names, ids = named_tokens(ctx)
+        ids = np.concatenate([ids, features.grams])
         weight = model.weights_[bucket_of(ids, bits)].astype(np.float64)
         if salt and salt in model.totals_:
             weight += model.weights_[bucket_of(ids, bits, salt)]
         top = np.argsort(-np.abs(weight))[:3]
-        strongest = ", ".join(f"{names[i][:40]} {weight[i]:+.2f}" for i in top if weight[i])
+        strongest = ", ".join(
+            f"{names[i][:40] if i < len(names) else repr(gram_bytes(int(ids[i])))[1:]} {weight[i]:+.2f}" for i in top if weight[i]
+        )
         return f"{known} of {len(tokens)} tokens known" + (f"; strongest: {strongest}" if strongest else "")
 
     async def learn(self, ctx: MessageContext, label: Label, user: str | None = None, *, source: Source = "report") -> None:

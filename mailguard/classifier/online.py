@@ -32,12 +32,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy.special import chdtrc, expit, logit
 
-from .features import TextFeatures
+from .features import SCRIPTS, TextFeatures
 
 __all__ = ["OnlineClassifier", "Update"]
 
-_UPDATE = struct.Struct("<BBfQII")  # version, label, step, salt, n weights, n counts
-_UPDATE_VERSION = 1
+_UPDATE = struct.Struct("<BBBfQII")  # version, label, script, step, salt, n weights, n counts
+_UPDATE_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,13 +46,16 @@ class Update:
     one message of ``label`` counted in ``count_buckets`` and in the totals of ``salt``."""
 
     label: int  # 1 spam, 0 ham
+    script: int  # index into SCRIPTS of the message's text (ham of each script is counted)
     step: float
     salt: int  # 0: the global copy; else the user whose copy learned it
     weight_buckets: np.ndarray
     count_buckets: np.ndarray
 
     def to_bytes(self) -> bytes:
-        head = _UPDATE.pack(_UPDATE_VERSION, self.label, self.step, self.salt, len(self.weight_buckets), len(self.count_buckets))
+        head = _UPDATE.pack(
+            _UPDATE_VERSION, self.label, self.script, self.step, self.salt, len(self.weight_buckets), len(self.count_buckets)
+        )
         return head + self.weight_buckets.astype("<u4").tobytes() + self.count_buckets.astype("<u4").tobytes()
 
     @classmethod
@@ -60,15 +63,15 @@ class Update:
         """Parse and bounds-check one update (it crossed the store: trust nothing)."""
         if len(data) < _UPDATE.size:
             raise ValueError("update too short")
-        version, label, step, salt, n_weights, n_counts = _UPDATE.unpack_from(data)
-        if version != _UPDATE_VERSION or label not in (0, 1) or not np.isfinite(step):
+        version, label, script, step, salt, n_weights, n_counts = _UPDATE.unpack_from(data)
+        if version != _UPDATE_VERSION or label not in (0, 1) or script >= len(SCRIPTS) or not np.isfinite(step):
             raise ValueError("not an update this version writes")
         if len(data) != _UPDATE.size + 4 * (n_weights + n_counts):
             raise ValueError("update length does not match its header")
         buckets = np.frombuffer(data, dtype="<u4", offset=_UPDATE.size).astype(np.int64)
         if len(buckets) and int(buckets.max()) >= size:
             raise ValueError("update names a bucket outside the table")
-        return cls(label, float(step), salt, buckets[:n_weights], buckets[n_weights:])
+        return cls(label, script, float(step), salt, buckets[:n_weights], buckets[n_weights:])
 
 
 class OnlineClassifier:
@@ -87,6 +90,7 @@ class OnlineClassifier:
         robinson_x: float = 0.52,
         min_dev: float = 0.375,
         clip: float = 35.0,
+        min_script_ham: float = 20.0,
         seed: int = 0,
     ) -> None:
         self.bits = bits
@@ -99,9 +103,10 @@ class OnlineClassifier:
         self.robinson_x = robinson_x
         self.min_dev = min_dev
         self.clip = clip
+        self.min_script_ham = min_script_ham  # ham of a script learned before the classifier has its full say
         self.seed = seed
 
-    _PARAMS = ("bits", "learning_rate", "fit_learning_rate", "passes", "fisher_weight", "temperature", "robinson_s", "robinson_x", "min_dev", "clip", "seed")
+    _PARAMS = ("bits", "learning_rate", "fit_learning_rate", "passes", "fisher_weight", "temperature", "robinson_s", "robinson_x", "min_dev", "clip", "min_script_ham", "seed")
 
     def get_params(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in self._PARAMS}
@@ -115,6 +120,7 @@ class OnlineClassifier:
         self.spam_ = np.zeros(size, dtype=np.float32)
         self.ham_ = np.zeros(size, dtype=np.float32)
         self.totals_: dict[int, list[float]] = {0: [0.0, 0.0]}  # salt -> [spam, ham] messages
+        self.ham_scripts_: dict[int, np.ndarray] = {0: np.zeros(len(SCRIPTS))}  # salt -> ham learned per script
         self.classes_ = np.array([0, 1])
 
     def copy(self) -> OnlineClassifier:
@@ -122,6 +128,7 @@ class OnlineClassifier:
         other = OnlineClassifier(**self.get_params())
         other.weights_, other.spam_, other.ham_ = self.weights_.copy(), self.spam_.copy(), self.ham_.copy()
         other.totals_ = {k: list(v) for k, v in self.totals_.items()}
+        other.ham_scripts_ = {k: v.copy() for k, v in self.ham_scripts_.items()}
         other.classes_ = self.classes_
         other._digest = None
         return other
@@ -156,7 +163,19 @@ class OnlineClassifier:
         seen = (spam + ham) > 0
         blend = self.fisher_weight * self._fisher(spam[seen], ham[seen], max(n_spam, 1.0), max(n_ham, 1.0))
         blend += (1.0 - self.fisher_weight) * float(expit(z / self.temperature))
-        return float(np.clip(logit(blend), -self.clip, self.clip)), z
+        return float(np.clip(logit(blend), -self.clip, self.clip)) * self.trust(features, salt), z
+
+    def trust(self, features: TextFeatures, salt: int = 0) -> float:
+        """How much say the classifier has on this message, from 0 to 1: full once it learned
+        ``min_script_ham`` ham of the script the text is in (for this user, the global ham plus
+        theirs), less before. A model that saw a script only in spam would otherwise take the
+        script itself for spam: the SpamAssassin corpus holds Chinese spam and no Chinese ham."""
+        if not features.script or self.min_script_ham <= 0:
+            return 1.0
+        seen = float(self.ham_scripts_[0][features.script])
+        if salt and salt in self.ham_scripts_:
+            seen += float(self.ham_scripts_[salt][features.script])
+        return min(1.0, seen / self.min_script_ham)
 
     def _fisher(self, spam: np.ndarray, ham: np.ndarray, n_spam: float, n_ham: float) -> float:
         """Robinson's f(w) per token, Fisher's chi-square combining; 0.5 means no opinion."""
@@ -196,7 +215,7 @@ class OnlineClassifier:
         step = (self.learning_rate if rate is None else rate) * (label - float(expit(z)))
         if salt:
             tokens, every = features.buckets(self.bits, salt)
-        return Update(label, step, salt, every, tokens if count else tokens[:0])
+        return Update(label, features.script, step, salt, every, tokens if count else tokens[:0])
 
     def apply(self, update: Update) -> None:
         """Apply an update (one's own or another node's); buckets of one update are distinct."""
@@ -205,6 +224,8 @@ class OnlineClassifier:
         if len(update.count_buckets):
             (self.spam_ if update.label else self.ham_)[update.count_buckets] += 1.0
             self.totals_.setdefault(update.salt, [0.0, 0.0])[0 if update.label else 1] += 1.0
+            if not update.label:
+                self.ham_scripts_.setdefault(update.salt, np.zeros(len(SCRIPTS)))[update.script] += 1.0
 
     def fit(self, X: Sequence[TextFeatures], y: Sequence[int] | np.ndarray) -> OnlineClassifier:
         """Learn ``X`` in order, then ``passes - 1`` more times in shuffled orders (weights
@@ -250,6 +271,8 @@ class OnlineClassifier:
             "ham_counts": self.ham_[counted],
             "total_salts": salts,
             "totals": np.array([self.totals_[int(s)] for s in salts], dtype=np.float64).reshape(-1, 2),
+            "script_salts": np.array(sorted(self.ham_scripts_), dtype=np.uint64),
+            "ham_scripts": np.array([self.ham_scripts_[k] for k in sorted(self.ham_scripts_)]).reshape(-1, len(SCRIPTS)),
         }
 
     @classmethod
@@ -272,6 +295,12 @@ class OnlineClassifier:
             raise ValueError("totals do not match their salts")
         model.totals_ = {int(s): [float(a), float(b)] for s, (a, b) in zip(salts, totals)}
         model.totals_.setdefault(0, [0.0, 0.0])
+        script_salts = np.asarray(arrays["script_salts"], dtype=np.uint64)
+        ham_scripts = np.asarray(arrays["ham_scripts"], dtype=np.float64).reshape(-1, len(SCRIPTS))
+        if len(script_salts) != len(ham_scripts):
+            raise ValueError("ham per script does not match its salts")
+        model.ham_scripts_ = {int(k): row.copy() for k, row in zip(script_salts, ham_scripts)}
+        model.ham_scripts_.setdefault(0, np.zeros(len(SCRIPTS)))
         return model
 
     def digest(self) -> str:
@@ -300,6 +329,12 @@ class OnlineClassifier:
         arrays["totals"] = np.array(
             [np.subtract(self.totals_[s], base.totals_.get(s, (0.0, 0.0))) for s in salts], dtype=np.float64
         ).reshape(-1, 2)
+        script_salts = sorted(self.ham_scripts_)
+        nothing = np.zeros(len(SCRIPTS))
+        arrays["script_salts"] = np.array(script_salts, dtype=np.uint64)
+        arrays["ham_scripts"] = np.array(
+            [self.ham_scripts_[k] - base.ham_scripts_.get(k, nothing) for k in script_salts]
+        ).reshape(-1, len(SCRIPTS))
         out = io.BytesIO()
         np.savez_compressed(out, **arrays)
         return out.getvalue()
@@ -321,3 +356,8 @@ class OnlineClassifier:
                 mine[0] += float(spam)
                 mine[1] += float(ham)
             self.totals_ = totals
+            scripts = {k: v.copy() for k, v in base.ham_scripts_.items()}
+            rows = np.asarray(arrays["ham_scripts"], dtype=np.float64).reshape(-1, len(SCRIPTS))
+            for salt, row in zip(np.asarray(arrays["script_salts"], dtype=np.uint64), rows):
+                scripts.setdefault(int(salt), np.zeros(len(SCRIPTS)))[:] += row
+            self.ham_scripts_ = scripts

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ..classifier.features import TextFeatures, bucket_of, gram_bytes, named_tokens, text_features, user_salt
+from ..classifier.features import SCRIPTS, TextFeatures, bucket_of, gram_bytes, named_tokens, text_features, user_salt
 from ..classifier.online import OnlineClassifier, Update
 from ..errors import ConfigError, StoreError
 from ..message.context import MessageContext
@@ -51,8 +51,11 @@ class BayesScorer:
     name = "bayes"
     info = ScorerInfo(
         group="bayes",
-        symbols={"BAYES": "text classifier log-odds (positive: spam-like)"},
-        default_weights={"BAYES": 1.0},
+        symbols={
+            "BAYES": "text classifier log-odds (positive: spam-like)",
+            "BAYES_UNTRAINED_SCRIPT": "the text is in a script the classifier learned too little ham of: its say is cut",
+        },
+        default_weights={"BAYES": 1.0, "BAYES_UNTRAINED_SCRIPT": 0.0},
         learns=True,
         timeout=2.0,
     )
@@ -184,7 +187,12 @@ class BayesScorer:
             note = "; store unavailable: learned state as last read"
         salt = self._salt(ctx.user)
         value, _ = self.model.score(features, salt)
-        return [Hit("BAYES", value, self._explain(ctx, features, salt) + note)]
+        hits = [Hit("BAYES", value, self._explain(ctx, features, salt) + note)]
+        trust = self.model.trust(features, salt)
+        if trust < 1.0:  # explained, worth no points of its own: BAYES is already cut
+            script = SCRIPTS[features.script]
+            hits.append(Hit("BAYES_UNTRAINED_SCRIPT", 1.0, f"text mostly {script}: the classifier has {trust:.0%} of its say"))
+        return hits
 
     def _explain(self, ctx: MessageContext, features: TextFeatures, salt: int) -> str:
         """How many tokens the model knows, and the features (tokens or byte 4-grams) that

@@ -111,3 +111,18 @@ def test_explanation_names_the_strongest_tokens(tiny_model):
     hit = run(BayesScorer(tiny_model.bayes, MemoryStore()).score(MessageContext(make_message(SPAM_WORDS, subject="offer", seed=3))))[0]
     assert "tokens known; strongest:" in hit.reason
     assert any(word in hit.reason for word in SPAM_WORDS + ["offer"])
+
+
+def test_mail_in_a_script_without_ham_is_explained_and_learned_by_reports(tiny_model):
+    store = MemoryStore()
+    node = BayesScorer(tiny_model.bayes, store)
+    raw = "Subject: 会议通知\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n明天下午三点开会，请准时参加。\r\n".encode()
+    ctx = MessageContext(raw)
+    ctx.user = "li@example.cn"
+    hits = {h.symbol: h for h in run(node.score(ctx))}
+    assert hits["BAYES"].value == 0.0 and "han" in hits["BAYES_UNTRAINED_SCRIPT"].reason
+    assert node.info.default_weights["BAYES_UNTRAINED_SCRIPT"] == 0.0
+    for n in range(int(tiny_model.bayes.min_script_ham)):  # the user's ham reports restore the say
+        run(node.learn(MessageContext(raw.replace("三".encode(), str(n).encode())), "ham", user="li@example.cn"))
+    hits = {h.symbol: h for h in run(node.score(ctx))}
+    assert "BAYES_UNTRAINED_SCRIPT" not in hits and hits["BAYES"].value < 0

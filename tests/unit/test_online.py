@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mailguard.classifier.features import TextFeatures, bucket_of, byte_grams, text_features, user_salt
+from mailguard.classifier.features import SCRIPTS, TextFeatures, bucket_of, byte_grams, text_features, user_salt
 from mailguard.classifier.online import OnlineClassifier, Update
 from mailguard.message import MessageContext
 
@@ -95,11 +95,12 @@ def test_update_round_trips_and_is_checked():
     model = OnlineClassifier(bits=BITS).fit(X, y)
     update = model.learn_step(X[0], 1, user_salt("bob@example.org"))
     back = Update.from_bytes(update.to_bytes(), model.size)
-    assert (back.label, back.salt) == (update.label, update.salt) and back.step == pytest.approx(update.step)
+    assert (back.label, back.script, back.salt) == (update.label, update.script, update.salt) == (1, 1, update.salt)
+    assert back.step == pytest.approx(update.step)
     np.testing.assert_array_equal(back.weight_buckets, update.weight_buckets)
     np.testing.assert_array_equal(back.count_buckets, update.count_buckets)
     data = update.to_bytes()
-    for bad in (data[:10], data[:-4], b"\x02" + data[1:]):
+    for bad in (data[:10], data[:-4], b"\x01" + data[1:], data[:2] + b"\x63" + data[3:]):  # old version, no such script
         with pytest.raises(ValueError):
             Update.from_bytes(bad, model.size)
     with pytest.raises(ValueError, match="outside"):
@@ -139,3 +140,29 @@ def test_words_named_in_the_corpus_lean_the_right_way():
     spam = text_features(MessageContext(make_message(SPAM_WORDS, subject="offer", seed=999)))
     ham = text_features(MessageContext(make_message(HAM_WORDS, subject="agenda", seed=998)))
     assert model.score(spam)[0] > 2 > -2 > model.score(ham)[0]
+
+
+CHINESE_HAM = "Subject: 会议通知\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n明天下午三点在二楼会议室开会，讨论下季度的预算，请准时参加。\r\n".encode()
+
+
+def test_a_script_the_model_never_saw_ham_of_gets_no_say_until_it_does():
+    X, y = corpus(40)
+    chinese_spam = [text_features(MessageContext(
+        f"Subject: 发票{n}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n代开发票，优惠多多，请联系{n}号。\r\n".encode()
+    )) for n in range(20)]
+    model = OnlineClassifier(bits=BITS, min_script_ham=10).fit(X + chinese_spam, np.concatenate([y, np.ones(20, dtype=int)]))
+    ham = text_features(MessageContext(CHINESE_HAM))
+    assert ham.script == SCRIPTS.index("han")
+    assert model.trust(ham) == 0.0 and model.score(ham)[0] == 0.0  # no opinion, not spam
+    english = text_features(MessageContext(make_message(SPAM_WORDS, subject="offer", seed=4)))
+    assert model.trust(english) == 1.0 and model.score(english)[0] > 2
+    salt = user_salt("li@example.cn")
+    shipped = model.copy()
+    for _ in range(5):  # one user's Chinese ham reports give that user's mail half the say
+        model.apply(model.learn_step(ham, 0, salt))
+    assert model.trust(ham, salt) == 0.5 and model.trust(ham) == 0.0
+    copy = OnlineClassifier.from_arrays(model.to_arrays(), model.get_params())
+    assert copy.trust(ham, salt) == 0.5
+    other_node = shipped.copy()
+    other_node.with_delta(shipped, model.delta_from(shipped))  # a snapshot carries it to other nodes
+    assert other_node.trust(ham, salt) == 0.5 and shipped.trust(ham, salt) == 0.0

@@ -121,6 +121,7 @@ class OnlineClassifier:
         self.ham_ = np.zeros(size, dtype=np.float32)
         self.totals_: dict[int, list[float]] = {0: [0.0, 0.0]}  # salt -> [spam, ham] messages
         self.ham_scripts_: dict[int, np.ndarray] = {0: np.zeros(len(SCRIPTS))}  # salt -> ham learned per script
+        self.site_scripts_: dict[int, np.ndarray] = {0: np.zeros(len(SCRIPTS))}  # salt -> learned online, either label
         self.classes_ = np.array([0, 1])
 
     def copy(self) -> OnlineClassifier:
@@ -129,6 +130,7 @@ class OnlineClassifier:
         other.weights_, other.spam_, other.ham_ = self.weights_.copy(), self.spam_.copy(), self.ham_.copy()
         other.totals_ = {k: list(v) for k, v in self.totals_.items()}
         other.ham_scripts_ = {k: v.copy() for k, v in self.ham_scripts_.items()}
+        other.site_scripts_ = {k: v.copy() for k, v in self.site_scripts_.items()}
         other.classes_ = self.classes_
         other._digest = None
         return other
@@ -167,15 +169,20 @@ class OnlineClassifier:
 
     def trust(self, features: TextFeatures, salt: int = 0) -> float:
         """How much say the classifier has on this message, from 0 to 1: full once it learned
-        ``min_script_ham`` ham of the script the text is in (for this user, the global ham plus
-        theirs), less before. A model that saw a script only in spam would otherwise take the
-        script itself for spam: the SpamAssassin corpus holds Chinese spam and no Chinese ham."""
+        ``min_script_ham`` ham of the script the text is in, or once the site taught it that
+        many messages of the script online, either label (for a user, the global counts plus
+        theirs); less before. A model that saw a script only in its training spam would
+        otherwise take the script itself for spam (the SpamAssassin corpus holds Chinese spam
+        and no Chinese ham); a site's own mail in that script is evidence it may use."""
         if not features.script or self.min_script_ham <= 0:
             return 1.0
-        seen = float(self.ham_scripts_[0][features.script])
-        if salt and salt in self.ham_scripts_:
-            seen += float(self.ham_scripts_[salt][features.script])
-        return min(1.0, seen / self.min_script_ham)
+        script = features.script
+        ham = float(self.ham_scripts_[0][script])
+        site = float(self.site_scripts_[0][script])
+        if salt:
+            ham += float(self.ham_scripts_[salt][script]) if salt in self.ham_scripts_ else 0.0
+            site += float(self.site_scripts_[salt][script]) if salt in self.site_scripts_ else 0.0
+        return min(1.0, max(ham, site) / self.min_script_ham)
 
     def _fisher(self, spam: np.ndarray, ham: np.ndarray, n_spam: float, n_ham: float) -> float:
         """Robinson's f(w) per token, Fisher's chi-square combining; 0.5 means no opinion."""
@@ -217,8 +224,10 @@ class OnlineClassifier:
             tokens, every = features.buckets(self.bits, salt)
         return Update(label, features.script, step, salt, every, tokens if count else tokens[:0])
 
-    def apply(self, update: Update) -> None:
-        """Apply an update (one's own or another node's); buckets of one update are distinct."""
+    def apply(self, update: Update, *, online: bool = True) -> None:
+        """Apply an update (one's own or another node's); buckets of one update are distinct.
+        ``online``: learned in service (not a training pass), which counts as the site's own
+        experience of the message's script."""
         self._digest = None
         self.weights_[update.weight_buckets] += np.float32(update.step)
         if len(update.count_buckets):
@@ -226,6 +235,8 @@ class OnlineClassifier:
             self.totals_.setdefault(update.salt, [0.0, 0.0])[0 if update.label else 1] += 1.0
             if not update.label:
                 self.ham_scripts_.setdefault(update.salt, np.zeros(len(SCRIPTS)))[update.script] += 1.0
+            if online:
+                self.site_scripts_.setdefault(update.salt, np.zeros(len(SCRIPTS)))[update.script] += 1.0
 
     def fit(self, X: Sequence[TextFeatures], y: Sequence[int] | np.ndarray) -> OnlineClassifier:
         """Learn ``X`` in order, then ``passes - 1`` more times in shuffled orders (weights
@@ -253,7 +264,7 @@ class OnlineClassifier:
         for n in range(max(1, self.passes)):
             order = np.arange(len(y)) if n == 0 else rng.permutation(len(y))
             for i in order:
-                self.apply(self.learn_step(X[i], int(y[i]), count=n == 0, rate=self.fit_learning_rate))
+                self.apply(self.learn_step(X[i], int(y[i]), count=n == 0, rate=self.fit_learning_rate), online=False)
         return self
 
     # -- persistence ----------------------------------------------------------------------
@@ -273,6 +284,8 @@ class OnlineClassifier:
             "totals": np.array([self.totals_[int(s)] for s in salts], dtype=np.float64).reshape(-1, 2),
             "script_salts": np.array(sorted(self.ham_scripts_), dtype=np.uint64),
             "ham_scripts": np.array([self.ham_scripts_[k] for k in sorted(self.ham_scripts_)]).reshape(-1, len(SCRIPTS)),
+            "site_salts": np.array(sorted(self.site_scripts_), dtype=np.uint64),
+            "site_scripts": np.array([self.site_scripts_[k] for k in sorted(self.site_scripts_)]).reshape(-1, len(SCRIPTS)),
         }
 
     @classmethod
@@ -301,6 +314,12 @@ class OnlineClassifier:
             raise ValueError("ham per script does not match its salts")
         model.ham_scripts_ = {int(k): row.copy() for k, row in zip(script_salts, ham_scripts)}
         model.ham_scripts_.setdefault(0, np.zeros(len(SCRIPTS)))
+        site_salts = np.asarray(arrays["site_salts"], dtype=np.uint64)
+        site_scripts = np.asarray(arrays["site_scripts"], dtype=np.float64).reshape(-1, len(SCRIPTS))
+        if len(site_salts) != len(site_scripts):
+            raise ValueError("site messages per script do not match their salts")
+        model.site_scripts_ = {int(k): row.copy() for k, row in zip(site_salts, site_scripts)}
+        model.site_scripts_.setdefault(0, np.zeros(len(SCRIPTS)))
         return model
 
     def digest(self) -> str:
@@ -329,12 +348,11 @@ class OnlineClassifier:
         arrays["totals"] = np.array(
             [np.subtract(self.totals_[s], base.totals_.get(s, (0.0, 0.0))) for s in salts], dtype=np.float64
         ).reshape(-1, 2)
-        script_salts = sorted(self.ham_scripts_)
         nothing = np.zeros(len(SCRIPTS))
-        arrays["script_salts"] = np.array(script_salts, dtype=np.uint64)
-        arrays["ham_scripts"] = np.array(
-            [self.ham_scripts_[k] - base.ham_scripts_.get(k, nothing) for k in script_salts]
-        ).reshape(-1, len(SCRIPTS))
+        for prefix, mine, theirs in (("script", self.ham_scripts_, base.ham_scripts_), ("site", self.site_scripts_, base.site_scripts_)):
+            keys = sorted(mine)
+            arrays[prefix + "_salts"] = np.array(keys, dtype=np.uint64)
+            arrays[prefix + "_rows"] = np.array([mine[k] - theirs.get(k, nothing) for k in keys]).reshape(-1, len(SCRIPTS))
         out = io.BytesIO()
         np.savez_compressed(out, **arrays)
         return out.getvalue()
@@ -356,8 +374,9 @@ class OnlineClassifier:
                 mine[0] += float(spam)
                 mine[1] += float(ham)
             self.totals_ = totals
-            scripts = {k: v.copy() for k, v in base.ham_scripts_.items()}
-            rows = np.asarray(arrays["ham_scripts"], dtype=np.float64).reshape(-1, len(SCRIPTS))
-            for salt, row in zip(np.asarray(arrays["script_salts"], dtype=np.uint64), rows):
-                scripts.setdefault(int(salt), np.zeros(len(SCRIPTS)))[:] += row
-            self.ham_scripts_ = scripts
+            for prefix, name in (("script", "ham_scripts_"), ("site", "site_scripts_")):
+                scripts = {k: v.copy() for k, v in getattr(base, name).items()}
+                rows = np.asarray(arrays[prefix + "_rows"], dtype=np.float64).reshape(-1, len(SCRIPTS))
+                for salt, row in zip(np.asarray(arrays[prefix + "_salts"], dtype=np.uint64), rows):
+                    scripts.setdefault(int(salt), np.zeros(len(SCRIPTS)))[:] += row
+                setattr(self, name, scripts)

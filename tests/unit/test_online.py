@@ -166,3 +166,17 @@ def test_a_script_the_model_never_saw_ham_of_gets_no_say_until_it_does():
     other_node = shipped.copy()
     other_node.with_delta(shipped, model.delta_from(shipped))  # a snapshot carries it to other nodes
     assert other_node.trust(ham, salt) == 0.5 and shipped.trust(ham, salt) == 0.0
+
+
+def test_a_site_that_learns_a_scripts_mail_online_gets_the_say_back():
+    X, y = corpus(40)
+    model = OnlineClassifier(bits=BITS, min_script_ham=10).fit(X, y)
+    spam = [text_features(MessageContext(
+        f"Subject: 发票{n}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n代开发票，优惠多多，请联系{n}号。\r\n".encode()
+    )) for n in range(12)]
+    assert model.trust(spam[0]) == 0.0
+    for x in spam[:10]:  # an English site whose users report Chinese spam, and nothing else of it
+        model.apply(model.learn_step(x, 1))
+    assert model.trust(spam[11]) == 1.0 and model.score(spam[11])[0] > 0
+    trained = OnlineClassifier(bits=BITS, min_script_ham=10).fit(X + spam, np.concatenate([y, np.ones(12, dtype=int)]))
+    assert trained.trust(spam[0]) == 0.0  # training spam alone is not the site's experience

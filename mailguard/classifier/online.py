@@ -150,10 +150,14 @@ class OnlineClassifier:
         user_tokens, user_every = features.buckets(self.bits, salt)
         return tokens, every, user_tokens, user_every
 
+    def _margin(self, every: np.ndarray, user_every: np.ndarray) -> float:
+        """The regression's log-odds: the weights of the global and the user's buckets."""
+        return float(self.weights_[every].sum(dtype=np.float64) + self.weights_[user_every].sum(dtype=np.float64))
+
     def score(self, features: TextFeatures, salt: int = 0) -> tuple[float, float]:
         """(blended log-odds, regression margin) of one message, for the user of ``salt``."""
         tokens, every, user_tokens, user_every = self._views(features, salt)
-        z = float(self.weights_[every].sum(dtype=np.float64) + self.weights_[user_every].sum(dtype=np.float64))
+        z = self._margin(every, user_every)
         spam = self.spam_[tokens].astype(np.float64)
         ham = self.ham_[tokens].astype(np.float64)
         n_spam, n_ham = self.totals_[0]
@@ -176,13 +180,12 @@ class OnlineClassifier:
         and no Chinese ham); a site's own mail in that script is evidence it may use."""
         if not features.script or self.min_script_ham <= 0:
             return 1.0
-        script = features.script
-        ham = float(self.ham_scripts_[0][script])
-        site = float(self.site_scripts_[0][script])
-        if salt:
-            ham += float(self.ham_scripts_[salt][script]) if salt in self.ham_scripts_ else 0.0
-            site += float(self.site_scripts_[salt][script]) if salt in self.site_scripts_ else 0.0
-        return min(1.0, max(ham, site) / self.min_script_ham)
+        salts = (0, salt) if salt else (0,)
+
+        def learned(table: dict[int, np.ndarray]) -> float:
+            return sum(float(table[s][features.script]) for s in salts if s in table)
+
+        return min(1.0, max(learned(self.ham_scripts_), learned(self.site_scripts_)) / self.min_script_ham)
 
     def _fisher(self, spam: np.ndarray, ham: np.ndarray, n_spam: float, n_ham: float) -> float:
         """Robinson's f(w) per token, Fisher's chi-square combining; 0.5 means no opinion."""
@@ -218,7 +221,7 @@ class OnlineClassifier:
         ``salt`` (computed from the score that user sees) and, with ``count``, one message
         counted there."""
         tokens, every, user_tokens, user_every = self._views(features, salt)
-        z = float(self.weights_[every].sum(dtype=np.float64) + self.weights_[user_every].sum(dtype=np.float64))
+        z = self._margin(every, user_every)
         step = (self.learning_rate if rate is None else rate) * (label - float(expit(z)))
         if salt:
             tokens, every = features.buckets(self.bits, salt)

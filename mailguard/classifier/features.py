@@ -23,6 +23,7 @@ import re
 import numpy as np
 from xxhash import xxh3_64_intdigest
 
+from ..arrays import sorted_distinct
 from ..message.context import MessageContext
 from .tokens import hash_tokens, message_tokens
 
@@ -70,7 +71,7 @@ class TextFeatures:
         found = self._buckets.get((bits, salt))
         if found is None:
             tokens = bucket_of(self.tokens, bits, salt)
-            found = self._buckets[(bits, salt)] = (tokens, np.union1d(tokens, bucket_of(self.grams, bits, salt)))
+            found = self._buckets[(bits, salt)] = (tokens, sorted_distinct(np.concatenate((tokens, bucket_of(self.grams, bits, salt)))))
         return found
 
 
@@ -95,7 +96,7 @@ def byte_grams(raw: bytes, limit: int = GRAM_BYTES) -> np.ndarray:
     if len(head) < 4:
         return np.zeros(0, dtype=np.uint64)
     grams = (head[:-3] << np.uint32(24)) | (head[1:-2] << np.uint32(16)) | (head[2:-1] << np.uint32(8)) | head[3:]
-    return np.unique(grams).astype(np.uint64) ^ _GRAM_SEED
+    return sorted_distinct(grams).astype(np.uint64) ^ _GRAM_SEED
 
 
 def gram_bytes(gram: int) -> bytes:
@@ -107,7 +108,7 @@ def text_features(ctx: MessageContext, gram_bytes: int = GRAM_BYTES) -> TextFeat
     """The message's features, computed once per message (scan and learn share them)."""
     return ctx.cached(
         f"text.features:{gram_bytes}",
-        lambda: TextFeatures(np.unique(named_tokens(ctx)[1]), byte_grams(ctx.raw, gram_bytes), dominant_script(ctx)),
+        lambda: TextFeatures(sorted_distinct(named_tokens(ctx)[1]), byte_grams(ctx.raw, gram_bytes), dominant_script(ctx)),
     )
 
 

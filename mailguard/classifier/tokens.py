@@ -20,6 +20,7 @@ from collections.abc import Iterable
 import numpy as np
 from xxhash import xxh3_64_intdigest
 
+from ..arrays import sorted_distinct
 from ..message.context import MessageContext
 from ..message.words import WordPattern
 
@@ -227,7 +228,4 @@ def hash_tokens(tokens: Iterable[str], *, keep_order: bool = False) -> np.ndarra
     ids = np.fromiter(map(xxh3_64_intdigest, blob.split(b"\0")), dtype=np.uint64, count=len(distinct))
     if keep_order:
         return ids
-    ids.sort()
-    if (ids[1:] == ids[:-1]).any():  # two tokens with one 64-bit id: practically never
-        ids = np.unique(ids)
-    return ids
+    return sorted_distinct(ids)  # two tokens with one 64-bit id: practically never

@@ -38,6 +38,7 @@ from collections.abc import Sequence
 import numpy as np
 from xxhash import xxh3_64_intdigest
 
+from ..arrays import sorted_distinct
 from ..message.urls import registered_domain
 from ..message.words import WordPattern
 
@@ -209,9 +210,7 @@ def shingle_hashes(words: Sequence[str]) -> np.ndarray:
     combined = _mix(per_word[2:] + _U64(0x632BE59BD9B4E019))
     combined = _mix(per_word[1:-1] ^ combined)
     combined = _mix(per_word[:-2] ^ combined)
-    # sorted distinct values, as np.unique gives, for a quarter of its cost on arrays this small
-    combined.sort()
-    return combined[np.concatenate(([True], combined[1:] != combined[:-1]))]
+    return sorted_distinct(combined)
 
 
 def _word_hashes(words: Sequence[str]) -> np.ndarray:

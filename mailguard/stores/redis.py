@@ -166,6 +166,7 @@ class RedisStore:
             raise ConfigError(f"store.url {self.where!r} is not a Redis URL: {exc}") from exc
 
     def _make_cluster_client(self) -> RedisCluster:
+        """The cluster client; redis-py >= 6 takes its pipeline retries from ``retry`` (none here)."""
         if urlsplit(self.url).scheme not in ("redis", "rediss"):
             raise ConfigError(f"store.url {self.where!r}: a Redis Cluster is reached over TCP (redis:// or rediss://)")
         try:

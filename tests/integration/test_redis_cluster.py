@@ -2,13 +2,14 @@
 
 What a cluster adds to tests/integration/test_redis_store.py: reads split by slot, scans whose
 round trips stay bounded while they fan out to every master, several scanner nodes sharing
-one cluster, and a master killed (SIGKILL) that its replica replaces. redis-server and
+one cluster, a master killed (SIGKILL) that its replica replaces, and a frozen master. redis-server and
 redis-cli are required: without them the fixture fails (scripts/system-deps installs them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -232,3 +233,23 @@ def test_master_killed_fails_over_and_acknowledged_reports_survive(run, prefix, 
                 assert time.monotonic() < deadline, "node A did not recover after the failover"
             assert a.report_sync(make_message(SPAM_WORDS, seed=12), "spam", user=USER).status == "new"
             run(check.close())
+
+
+def test_frozen_master_times_out_and_the_next_call_gets_its_own_answer(run, prefix):
+    """A master that stops answering (SIGSTOP) costs the pipeline its deadline, and the replies
+    it sends once it wakes up are not taken for the next pipeline's. A long node timeout, so
+    the cluster does not fail the frozen master over meanwhile."""
+    with RedisClusterServers(node_timeout_ms=10_000) as cluster:
+        store = RedisStore(cluster.url, prefix=prefix, timeout=0.3)
+        keys = [f"k{i}" for i in range(30)]
+        run(store.set_many({k: k.encode() for k in keys}))
+        frozen = cluster.processes[cluster.master_of(f"{prefix}v:k0")]
+        frozen.send_signal(signal.SIGSTOP)
+        try:
+            with pytest.raises(StoreError, match="no answer within 0.3 s"):
+                run(store.get_many(keys))
+        finally:
+            frozen.send_signal(signal.SIGCONT)
+        assert run(store.get_many(keys[::-1])) == {k: k.encode() for k in keys}
+        assert run(store.get_counters(["none"])) == {} and run(store.get_members(["none"])) == {}
+        run(store.close())

@@ -1,9 +1,11 @@
 """How soon a user's report is applied on another node sharing the store.
 
-    python benchmarks/report_latency.py [--trials 50] [--redis]
+    python benchmarks/report_latency.py [--trials 50] [--redis] [--cluster]
 
 Two processes, each with its own `Scanner` on one store (an SQLite file in a temporary
-directory; with ``--redis`` also a private redis-server on loopback). For each trial a
+directory; with ``--redis`` also a private redis-server on loopback; with ``--cluster`` also
+a private Redis Cluster of 3 masters and 3 replicas on loopback, once as it is and once with
+``wait_replicas = 1``, where every write waits for a replica). For each trial a
 fresh, unique message (words no model knows, so one report moves its score): node B scans
 it for user U once, then keeps scanning it in a tight loop; node A calls
 ``Scanner.report(message, "spam", user=U)``. A report is several store writes (the report
@@ -52,15 +54,15 @@ def message(nonce: str) -> bytes:
     ).encode()
 
 
-def make_config(store: dict[str, str]) -> Config:
+def make_config(store: dict[str, Any]) -> Config:
     if store["backend"] == "sqlite":
         store_config = StoreConfig(backend="sqlite", path=Path(store["path"]))
     else:
-        store_config = StoreConfig(backend="redis", url=store["url"])
+        store_config = StoreConfig(backend="redis", url=store["url"], wait_replicas=int(store.get("wait_replicas", 0)))
     return Config(store=store_config, scanner=ScannerConfig(network=False))
 
 
-def node_b(store: dict[str, str], nonces: list[str], ready: Any, returned: Any, results: Any, timeout: float) -> None:
+def node_b(store: dict[str, Any], nonces: list[str], ready: Any, returned: Any, results: Any, timeout: float) -> None:
     """For each trial: scan the message once (its score before the report), tell A, then rescan
     in a tight loop until A says its report returned and one more scan has started after
     that (that scan shows the report whole). Records every rescan; gives up after ``timeout``."""
@@ -116,7 +118,7 @@ def visibility(trial: dict[str, Any], started: float, returned: float) -> dict[s
     }
 
 
-def run_trials(store: dict[str, str], trials: int, timeout: float) -> dict[str, Any]:
+def run_trials(store: dict[str, Any], trials: int, timeout: float) -> dict[str, Any]:
     """Node A in this process, node B in a spawned one; times in milliseconds."""
     nonces = [uuid.uuid4().hex[:12] for _ in range(trials)]
     ctx = mp.get_context("spawn")
@@ -182,6 +184,7 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=50)
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds B waits for one report before giving up")
     parser.add_argument("--redis", action="store_true", help="also measure on a private redis-server (loopback)")
+    parser.add_argument("--cluster", action="store_true", help="also measure on a private Redis Cluster, 3 masters + 3 replicas")
     parser.add_argument("--out", default="benchmarks/out")
     args = parser.parse_args()
     if not 1 <= args.trials <= 10000:
@@ -195,6 +198,13 @@ def main() -> int:
 
             server = stack.enter_context(RedisServer())
             results["redis"] = run_trials({"backend": "redis", "url": server.url}, args.trials, args.timeout)
+        if args.cluster:
+            from mailguard.testing.redis_cluster import RedisClusterServers
+
+            cluster = stack.enter_context(RedisClusterServers())
+            results["redis cluster"] = run_trials({"backend": "redis", "url": cluster.url}, args.trials, args.timeout)
+            durable = {"backend": "redis", "url": cluster.url, "wait_replicas": 1}
+            results["redis cluster, wait_replicas = 1"] = run_trials(durable, args.trials, args.timeout)
     print(f"report on node A -> node B's scan for the same user sees it; {args.trials} trials, fresh message each, network off\n")
     print(
         "| store | trials | B sees it whole, after report() returned: p50 / p99 / max | same, from report() called "

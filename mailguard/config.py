@@ -61,6 +61,8 @@ class StoreConfig:
     url: str = ""  # redis (required): redis://127.0.0.1:6379/0, rediss://..., unix:///run/redis.sock
     prefix: str = "mg:"  # redis: prepended to every key, so several products can share one Redis
     timeout: float = 1.0  # redis: connect and socket timeout in seconds
+    cluster: bool = False  # redis: a Redis Cluster, reached through the node in url (or url = "redis+cluster://...")
+    wait_replicas: int = 0  # redis: a write is acknowledged once this many replicas have it (WAIT); 0: once the master has it
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -271,6 +273,7 @@ def config_from_mapping(data: Mapping[str, Any]) -> Config:
     values["scorers"] = MappingProxyType({k: MappingProxyType(dict(v)) for k, v in scorers.items()})
     config = Config(**values)
     validate_policy_config(config.policy)
+    _validate_store(config.store)
     _validate_dns(config.dns)
     _validate_milter(config.milter)
     return config
@@ -302,6 +305,16 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config {path} is not valid TOML: {exc}") from exc
     return config_from_mapping(data)
+
+
+def _validate_store(store: StoreConfig) -> None:
+    """[store]: the cluster keys only where they mean something (a Redis Cluster speaks TCP)."""
+    if store.backend != "redis" and (store.cluster or store.wait_replicas):
+        raise ConfigError(f"[store] cluster and wait_replicas apply to backend = \"redis\", not {store.backend!r}")
+    if (store.cluster or "+cluster://" in store.url) and not store.url.startswith(
+        ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")
+    ):
+        raise ConfigError("[store] a Redis Cluster is reached over TCP: url = \"redis://HOST:PORT\" or \"redis+cluster://HOST:PORT\"")
 
 
 def _validate_dns(dns: DnsConfig) -> None:

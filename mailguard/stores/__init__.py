@@ -31,5 +31,8 @@ def open_store(config: StoreConfig) -> Store:
             if (exc.name or "").partition(".")[0] != "redis":
                 raise
             raise ConfigError("[store] backend \"redis\" needs redis-py: pip install 'mailguard[redis]'") from exc
-        return RedisStore(config.url, prefix=config.prefix, timeout=config.timeout)
+        return RedisStore(
+            config.url, prefix=config.prefix, timeout=config.timeout, cluster=config.cluster,
+            wait_replicas=config.wait_replicas,
+        )
     raise ConfigError(f"[store] backend must be 'sqlite', 'redis' or 'memory', not {config.backend!r}")

@@ -1,4 +1,4 @@
-"""The shared store (``mailguard[redis]``): one Redis that every filter node reads and writes.
+"""The shared store (``mailguard[redis]``): one Redis, or one Redis Cluster, that every filter node reads and writes.
 
 Why coalescing: the scanner runs its scorers concurrently and each asks the store for
 something. Calls are queued, and a callback scheduled with ``loop.call_soon`` sends the whole
@@ -24,15 +24,30 @@ restarts from empty. Logs never expire: they are trimmed.
 
 Reads of many keys are MGETs of up to 512 keys: a scan asks for a few hundred token counts
 once the store has learned, and one GET per key cost 10 ms per scan in redis-py (measured).
-Redis Cluster: a write to a counter, value or set touches one key; MGETs and the log scripts
-are the only multi-key commands. This class connects to one server (``redis://``, ``rediss://``
-or ``unix://``); a cluster client in its place would split each MGET by slot (redis-py's
-``mget_nonatomic``), which the layout allows: no caller depends on keys sharing a slot.
+Redis Cluster (``cluster=True``, or a ``redis+cluster://`` / ``rediss+cluster://`` URL naming
+one node to discover the rest from): a write to a counter, value or set touches one key; MGETs
+and the log scripts are the only multi-key commands. Each MGET is split by slot here (no
+caller depends on keys sharing a slot), and each command goes to the master of its slot,
+named as its target so redis-py need not parse keys again. A batch is still one pipeline:
+redis-py sends each node its share at once, so a scan costs the same round trips as on one
+server, each fanned out to at most every master. ``node_round_trips`` and
+``slot_round_trips`` count, per node and per slot, the pipelines that carried commands for it
+(as routed at send time; a MOVED redirect while slots migrate costs a hidden round trip more).
 Callers that want related keys on one slot put a hash tag in their names
 (``bayes:{alice}:tok``); the prefix may not hold braces, so the caller's first ``{...}`` is
 the one Redis hashes. A log's scripts touch its three keys at once, so they share one slot:
 a log name with a tag of its own is used as it is (``<prefix>l:bayes:{alice}:updates:head``),
 any other is wrapped in braces as above (which makes ``x`` and ``{x}`` one log).
+
+Durability: Redis acknowledges a write once the master has it, and replicates afterwards; a
+master that dies in between takes the write with it, and its replica takes over without it.
+With ``wait_replicas=N`` every pipeline that writes ends, per master it wrote to, with
+``WAIT N`` on the same connection, and a write is acknowledged to its caller only once N
+replicas have it (otherwise the caller gets a `StoreError`: the write may or may not
+survive a failover). The cluster client never retries a pipeline by itself (a retried WAIT
+could go to another node than the writes it vouches for, and the counters would miss the
+attempt): a node that failed has redis-py refresh the slot map (at most once a second) before
+a later pipeline, so after a failover each client's pipelines fail until its map is new.
 
 A pool's sockets belong to the event loop that opened them, so a store serves one loop
 (the scanner's runner, the milter's loop); a call from another loop is a `StoreError`.
@@ -42,14 +57,18 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from redis import asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from ..errors import ConfigError, StoreError
 
@@ -103,9 +122,11 @@ return 0
 
 
 class RedisStore:
-    """`Store` on a Redis server; see the module docstring for the layout and batching."""
+    """`Store` on a Redis server or cluster; see the module docstring for the layout and batching."""
 
-    def __init__(self, url: str, *, prefix: str = "mg:", timeout: float = 1.0) -> None:
+    def __init__(
+        self, url: str, *, prefix: str = "mg:", timeout: float = 1.0, cluster: bool = False, wait_replicas: int = 0
+    ) -> None:
         self.where = _redact(url)
         if not url:
             raise ConfigError("the redis store needs a url, e.g. redis://127.0.0.1:6379/0")
@@ -113,9 +134,17 @@ class RedisStore:
             raise ConfigError(f"store.prefix {prefix!r} must not hold braces: they would override callers' hash tags")
         if not (math.isfinite(timeout) and timeout > 0):
             raise ConfigError("store.timeout must be a positive number of seconds")
+        if isinstance(wait_replicas, bool) or not isinstance(wait_replicas, int) or wait_replicas < 0:
+            raise ConfigError("store.wait_replicas must be a whole number >= 0")
+        scheme, plus, rest = url.partition("+cluster://")
+        if plus and scheme in ("redis", "rediss"):
+            url, cluster = f"{scheme}://{rest}", True
         self.url, self.prefix, self.timeout = url, prefix, timeout
-        self.round_trips = 0
-        self._client = self._make_client()  # checks the URL now; connects on first use
+        self.cluster, self.wait_replicas = cluster, wait_replicas
+        self.round_trips = 0  # pipelines sent (a cluster's reaches its nodes at once)
+        self.node_round_trips: Counter[str] = Counter()  # "host:port" -> pipelines that reached it
+        self.slot_round_trips: Counter[int] = Counter()  # cluster slot -> pipelines that carried commands for it
+        self._client: Any = self._make_cluster_client() if cluster else self._make_client()  # connects on first use
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: list[tuple[list[Command], asyncio.Future[list[Any]]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -135,6 +164,19 @@ class RedisStore:
             )
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"store.url {self.where!r} is not a Redis URL: {exc}") from exc
+
+    def _make_cluster_client(self) -> RedisCluster:
+        """The cluster client; redis-py >= 6 takes its pipeline retries from ``retry`` (none here)."""
+        if urlsplit(self.url).scheme not in ("redis", "rediss"):
+            raise ConfigError(f"store.url {self.where!r}: a Redis Cluster is reached over TCP (redis:// or rediss://)")
+        try:
+            return RedisCluster.from_url(
+                # no retries inside redis-py (module docstring); a failed node asks for a slot map refresh
+                self.url, socket_timeout=None, socket_connect_timeout=self.timeout, retry=Retry(NoBackoff(), 0),
+                encoding_errors="surrogatepass",
+            )
+        except (ValueError, TypeError, RedisError) as exc:
+            raise ConfigError(f"store.url {self.where!r} is not a Redis Cluster URL: {exc}") from exc
 
     # -- batching -----------------------------------------------------------------------
 
@@ -179,11 +221,8 @@ class RedisStore:
         replies: list[Any] = []
         try:
             for start in range(0, len(commands), _MAX_PIPELINE):
-                pipe = self._client.pipeline(transaction=False)
-                for command in commands[start : start + _MAX_PIPELINE]:
-                    pipe.execute_command(*command)
-                self.round_trips += 1
-                replies += await self._send(pipe)
+                chunk = commands[start : start + _MAX_PIPELINE]
+                replies += await (self._send_to_cluster(chunk) if self.cluster else self._send_to_server(chunk))
         except Exception as exc:  # redis errors, and anything odd: every caller must get an answer
             for _, future in batch:
                 if not future.done():
@@ -203,6 +242,68 @@ class RedisStore:
                 future.set_exception(self._error(failed))
             else:
                 future.set_result(mine)
+
+    async def _send_to_server(self, commands: list[Command]) -> list[Any]:
+        """One pipeline to the one server, ending with WAIT when it writes and durability is asked for."""
+        pipe = self._client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        waits = self.wait_replicas > 0 and any(_writes(command) for command in commands)
+        if waits:
+            pipe.execute_command("WAIT", self.wait_replicas, self._wait_ms())
+        self.round_trips += 1
+        self.node_round_trips[self.where] += 1
+        replies = await self._send(pipe)
+        if waits:
+            self._unless_replicated(commands, range(len(commands)), replies, replies.pop(), self.where)
+        return replies
+
+    async def _send_to_cluster(self, commands: list[Command]) -> list[Any]:
+        """One pipeline: each command to the master of its key's slot, which redis-py sends as
+        one request per master, all at once; per master that got writes, WAIT after them."""
+        client: RedisCluster = self._client
+        await client.initialize()  # the slot map: at first use, or refreshed after a node failed
+        pipe = client.pipeline(transaction=False)
+        routed: dict[str, tuple[Any, list[int]]] = {}  # node name -> (node, indexes of its commands)
+        slots: set[int] = set()
+        for i, command in enumerate(commands):
+            slot = key_slot(_key_of(command).encode("utf-8", "surrogatepass"))
+            node = client.nodes_manager.get_node_from_slot(slot)
+            pipe.execute_command(*command, target_nodes=node)
+            routed.setdefault(node.name, (node, []))[1].append(i)
+            slots.add(slot)
+        waiting = []
+        if self.wait_replicas > 0:
+            for name, (node, mine) in routed.items():
+                if any(_writes(commands[i]) for i in mine):
+                    pipe.execute_command("WAIT", self.wait_replicas, self._wait_ms(), target_nodes=node)
+                    waiting.append(name)
+        self.round_trips += 1
+        self.node_round_trips.update(routed.keys())
+        self.slot_round_trips.update(slots)
+        replies = await self._send(pipe)
+        for name, acked in zip(waiting, replies[len(commands) :]):
+            self._unless_replicated(commands, routed[name][1], replies, acked, name)
+        return replies[: len(commands)]
+
+    def _wait_ms(self) -> int:
+        """WAIT's own timeout: half the pipeline's deadline, so a missing replica is reported as
+        such and not as a store that stopped answering."""
+        return max(1, int(self.timeout * 500))
+
+    def _unless_replicated(self, commands: list[Command], indexes: Iterable[int], replies: list[Any], acked: Any, where: str) -> None:
+        """Turn the replies of the writes among ``indexes`` into errors when WAIT answered that
+        fewer than ``wait_replicas`` replicas have them: their callers must not count on them."""
+        if isinstance(acked, int) and acked >= self.wait_replicas:
+            return
+        seen = acked if isinstance(acked, Exception) else f"{acked} of {self.wait_replicas} replica(s)"
+        error = StoreError(
+            f"{where}: write not acknowledged by {self.wait_replicas} replica(s) within {self._wait_ms()} ms "
+            f"(WAIT: {seen}); it may be lost if the master fails"
+        )
+        for i in indexes:
+            if _writes(commands[i]) and not isinstance(replies[i], Exception):
+                replies[i] = error
 
     async def _send(self, pipe: Any) -> list[Any]:
         """One pipeline's replies within its deadline: ``timeout`` for each started 1,000
@@ -226,9 +327,21 @@ class RedisStore:
         return f"{self.prefix}{kind}:{key}"
 
     async def _mget(self, names: Sequence[str]) -> list[Any]:
-        """The values of ``names`` in order (None where missing), in as few commands as the limit allows."""
-        chunks = [("MGET", *names[i : i + _MGET_KEYS]) for i in range(0, len(names), _MGET_KEYS)]
-        return [value for reply in await self._run(chunks) for value in reply]
+        """The values of ``names`` in order (None where missing), in as few MGETs as the limit
+        allows; on a cluster, one or more per slot (an MGET may not cross slots)."""
+        groups: list[list[int]] = [list(range(len(names)))]
+        if self.cluster:
+            by_slot: dict[int, list[int]] = {}
+            for i, name in enumerate(names):
+                by_slot.setdefault(key_slot(name.encode("utf-8", "surrogatepass")), []).append(i)
+            groups = list(by_slot.values())
+        chunks = [group[i : i + _MGET_KEYS] for group in groups for i in range(0, len(group), _MGET_KEYS)]
+        replies = await self._run([("MGET", *(names[i] for i in chunk)) for chunk in chunks])
+        values: list[Any] = [None] * len(names)
+        for chunk, reply in zip(chunks, replies):
+            for i, value in zip(chunk, reply):
+                values[i] = value
+        return values
 
     async def incr_many(self, amounts: Mapping[str, float], ttl: float | None = None) -> None:
         commands: list[Command] = []
@@ -332,6 +445,19 @@ def _millis(ttl: float) -> int:
 def _expiry(name: str, ttl: float | None) -> Command:
     """A write with a TTL renews the key's expiry (PEXPIRE <= 0 deletes it); without one it never expires."""
     return ("PERSIST", name) if ttl is None else ("PEXPIRE", name, _millis(ttl))
+
+
+_READS = frozenset({"GET", "MGET", "SMEMBERS"})
+
+
+def _writes(command: Command) -> bool:
+    """Whether ``command`` changes data (every command here but the reads and the log read script)."""
+    return command[0] not in _READS and not (command[0] == "EVAL" and command[1] is _LOG_READ)
+
+
+def _key_of(command: Command) -> str:
+    """The key a command is routed by: the first (EVAL: the first of KEYS; all share a slot)."""
+    return str(command[3] if command[0] == "EVAL" else command[1])
 
 
 def _has_hash_tag(name: str) -> bool:

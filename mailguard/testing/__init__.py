@@ -7,12 +7,14 @@ Public so that integrators can reuse them in their own tests, as aiosmtpd does w
 from .clamd import EICAR, MARKER, ClamdServer, clamd_binary
 from .postfix import PostfixInstance, postfix_binary
 from .redis import RedisServer, redis_server_binary
+from .redis_cluster import RedisClusterServers
 
 __all__ = [
     "EICAR",
     "MARKER",
     "ClamdServer",
     "PostfixInstance",
+    "RedisClusterServers",
     "RedisServer",
     "clamd_binary",
     "postfix_binary",

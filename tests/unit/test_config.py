@@ -159,6 +159,27 @@ def test_redis_store_section(tmp_path):
             load_config(write(tmp_path, "[store]\n" + toml))
 
 
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"backend": "sqlite", "cluster": True}, "apply to backend"),
+        ({"backend": "memory", "wait_replicas": 1}, "apply to backend"),
+        ({"backend": "redis", "url": "unix:///run/redis.sock", "cluster": True}, "over TCP"),
+        ({"backend": "redis", "url": "redis://h:1", "wait_replicas": -1}, "negative"),
+        ({"backend": "redis", "url": "redis://h:1", "wait_replicas": 1.5}, "whole number"),
+        ({"backend": "redis", "url": "redis://h:1", "cluster": "yes"}, "true or false"),
+    ],
+)
+def test_redis_cluster_keys_checked(section, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_mapping({"store": section})
+
+
+def test_redis_cluster_section():
+    config = config_from_mapping({"store": {"backend": "redis", "url": "redis://10.0.0.1:7000", "cluster": True, "wait_replicas": 1}})
+    assert config.store.cluster and config.store.wait_replicas == 1
+
+
 def test_users_section(tmp_path):
     path = write(
         tmp_path,

@@ -171,6 +171,18 @@ def test_wrong_or_unknown_charset_label_falls_back(label):
     assert text in ctx.text
 
 
+@pytest.mark.parametrize("label", ["punycode", "idna"])
+@pytest.mark.parametrize("cte", ["8bit", "quoted-printable"])
+def test_8bit_part_under_a_codec_that_cannot_replace_is_read(label, cte):
+    """Found by fuzzing: the stdlib's get_payload() decodes 8-bit bodies with the declared
+    charset and let punycode's and idna's errors out, which lost the whole message body."""
+    body = "café -€ spam words".encode("utf-8") + b"\x87" + CRLF
+    one = raw_message(body, content_type=f"text/plain; charset={label}", cte=cte)
+    ctx = MessageContext(one)
+    touch_all_views(ctx)
+    assert "spam words" in ctx.text and not any("skipped" in p for p in ctx.problems)
+
+
 def test_mislabelled_gbk_as_utf8_does_not_raise():
     data = "中文邮件测试".encode("gbk")
     ctx = MessageContext(raw_message(data + CRLF, content_type="text/plain; charset=utf-8"))

@@ -37,6 +37,7 @@ __all__ = [
     "MessageContext",
     "PartInfo",
     "ReceivedHop",
+    "SafeMessage",
     "TextPart",
 ]
 
@@ -107,6 +108,35 @@ class ReceivedHop:
             return email.utils.parsedate_to_datetime(self.date_text)
         except (TypeError, ValueError, IndexError):
             return None
+
+
+class SafeMessage(email.message.Message):
+    """The stdlib's (compat32) message, but an RFC 2231 parameter in a charset that cannot
+    decode with errors="replace" (``boundary*=idna''...``, a punycode file name) is read
+    anyway instead of raising UnicodeError, which failed the whole parse (the parser asks
+    for the boundary) or lost the part. Pass as ``_class`` to the stdlib parsers."""
+
+    def get_filename(self, failobj: Any = None) -> Any:
+        try:
+            return super().get_filename(failobj)
+        except UnicodeError:
+            value = self.get_param("filename", None, "content-disposition") or self.get_param("name", None)
+            return _rfc2231_text(value).strip() if value else failobj
+
+    def get_boundary(self, failobj: Any = None) -> Any:
+        try:
+            return super().get_boundary(failobj)
+        except UnicodeError:
+            value = self.get_param("boundary", None)
+            return _rfc2231_text(value).rstrip() if value else failobj
+
+
+def _rfc2231_text(value: Any) -> str:
+    """The parameter's bytes read as Latin-1 (ASCII stays intact; detection guesses wrong on
+    a few bytes), when its declared charset cannot decode them."""
+    if isinstance(value, tuple):  # (charset, language, the %-unquoted text, one char per byte)
+        return str(value[2])
+    return str(value)
 
 
 @dataclasses.dataclass
@@ -188,13 +218,13 @@ class MessageContext:
             self.problems.append("NUL bytes removed before parsing")
             raw = raw.replace(b"\0", b"")
         try:
-            msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+            msg = email.message_from_bytes(raw, _class=SafeMessage, policy=email.policy.compat32)
         except Exception as exc:  # the stdlib parser is lenient, but never trust it fully
             # (e.g. RecursionError on very deep multipart nesting): keep the headers and
             # read the body as one unsplit part rather than seeing nothing at all
             self.problems.append(f"MIME parse failed ({type(exc).__name__}); body read unsplit")
             try:
-                msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw, headersonly=True)
+                msg = email.parser.BytesParser(SafeMessage, policy=email.policy.compat32).parsebytes(raw, headersonly=True)
             except Exception:
                 return _Parsed([], [], [], 0, [], 0, 0)
         parsed = _Parsed(self._headers_of(msg), [], [], 0, [], 0, 0)

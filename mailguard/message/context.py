@@ -37,6 +37,7 @@ __all__ = [
     "MessageContext",
     "PartInfo",
     "ReceivedHop",
+    "SafeMessage",
     "TextPart",
 ]
 
@@ -107,6 +108,35 @@ class ReceivedHop:
             return email.utils.parsedate_to_datetime(self.date_text)
         except (TypeError, ValueError, IndexError):
             return None
+
+
+class SafeMessage(email.message.Message):
+    """The stdlib's (compat32) message, but an RFC 2231 parameter in a charset that cannot
+    decode with errors="replace" (``boundary*=idna''...``, a punycode file name) is read
+    anyway instead of raising UnicodeError, which failed the whole parse (the parser asks
+    for the boundary) or lost the part. Pass as ``_class`` to the stdlib parsers."""
+
+    def get_filename(self, failobj: Any = None) -> Any:
+        try:
+            return super().get_filename(failobj)
+        except UnicodeError:
+            value = self.get_param("filename", None, "content-disposition") or self.get_param("name", None)
+            return _rfc2231_text(value).strip() if value else failobj
+
+    def get_boundary(self, failobj: Any = None) -> Any:
+        try:
+            return super().get_boundary(failobj)
+        except UnicodeError:
+            value = self.get_param("boundary", None)
+            return _rfc2231_text(value).rstrip() if value else failobj
+
+
+def _rfc2231_text(value: Any) -> str:
+    """The parameter's bytes read as Latin-1 (ASCII stays intact; detection guesses wrong on
+    a few bytes), when its declared charset cannot decode them."""
+    if isinstance(value, tuple):  # (charset, language, the %-unquoted text, one char per byte)
+        return str(value[2])
+    return str(value)
 
 
 @dataclasses.dataclass
@@ -188,13 +218,13 @@ class MessageContext:
             self.problems.append("NUL bytes removed before parsing")
             raw = raw.replace(b"\0", b"")
         try:
-            msg = email.message_from_bytes(raw, policy=email.policy.compat32)
+            msg = email.message_from_bytes(raw, _class=SafeMessage, policy=email.policy.compat32)
         except Exception as exc:  # the stdlib parser is lenient, but never trust it fully
             # (e.g. RecursionError on very deep multipart nesting): keep the headers and
             # read the body as one unsplit part rather than seeing nothing at all
             self.problems.append(f"MIME parse failed ({type(exc).__name__}); body read unsplit")
             try:
-                msg = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(raw, headersonly=True)
+                msg = email.parser.BytesParser(SafeMessage, policy=email.policy.compat32).parsebytes(raw, headersonly=True)
             except Exception:
                 return _Parsed([], [], [], 0, [], 0, 0)
         parsed = _Parsed(self._headers_of(msg), [], [], 0, [], 0, 0)
@@ -227,19 +257,16 @@ class MessageContext:
             parsed.max_depth_seen = max(parsed.max_depth_seen, depth)
             for defect in part.defects:  # broken boundaries, bad base64, missing headers ...
                 self.problems.append(f"part {parsed.part_count}: {type(defect).__name__}")
-            payload = part.get_payload()
-            if part.is_multipart() and isinstance(payload, list):
-                if depth >= limits.max_depth:
-                    self.problems.append(f"MIME nesting deeper than {limits.max_depth}; inner parts skipped")
-                    continue
-                stack.extend((child, depth + 1) for child in reversed(payload))
-            elif isinstance(payload, email.message.Message):  # message/rfc822 kept as one object
-                if depth >= limits.max_depth:
-                    self.problems.append(f"MIME nesting deeper than {limits.max_depth}; inner parts skipped")
-                    continue
-                stack.append((payload, depth + 1))
-            else:
+            if not part.is_multipart():  # a leaf; its payload is read (and may fail) in _read_part
                 yield part, depth
+                continue
+            # only a multipart's payload is read here: for a leaf, get_payload() decodes 8-bit
+            # bytes with the declared charset and lets that codec's errors out (punycode, idna)
+            if depth >= limits.max_depth:
+                self.problems.append(f"MIME nesting deeper than {limits.max_depth}; inner parts skipped")
+                continue
+            # children of a multipart, or the one message of a message/rfc822
+            stack.extend((child, depth + 1) for child in reversed(part.get_payload()))
 
     def _read_part(self, part: email.message.Message, parsed: _Parsed, total_text: int) -> int:
         limits = self.limits
@@ -257,8 +284,8 @@ class MessageContext:
         for defect in part.defects[seen_defects:]:  # found while decoding (bad base64)
             self.problems.append(f"part {parsed.part_count}: {type(defect).__name__}")
         if cte == "quoted-printable":
-            body = part.get_payload()
-            if isinstance(body, str) and _BAD_QP.search(body):
+            body = _encoded_body(part)
+            if _BAD_QP.search(body):
                 self.problems.append(f"part {parsed.part_count}: malformed quoted-printable kept as written")
         is_text = ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename
         if is_text:
@@ -441,6 +468,19 @@ _RECEIVED_BY = re.compile(r"\sby\s+([\w.-]+)", re.I)
 _IP_IN_BRACKETS = re.compile(r"\[(?:IPv6:)?([0-9A-Fa-f:.]+)\]")
 _HELO_IN_COMMENT = re.compile(r"\bhelo(?:=|\s+)([^\s)]+)", re.I)
 _HOSTNAME = re.compile(r"^[A-Za-z0-9][\w.-]*\.[A-Za-z]{2,}$")
+
+
+def _encoded_body(part: email.message.Message) -> str:
+    """A leaf's body as transferred (still quoted-printable or base64). ``get_payload()``
+    decodes 8-bit bytes in it with the declared charset, and a codec that cannot decode with
+    errors="replace" (punycode, idna) raises: then the stored text is read as ASCII instead."""
+    try:
+        body = part.get_payload()
+    except (UnicodeError, LookupError, ValueError):
+        body = getattr(part, "_payload", "")  # the surrogate-escaped text the parser stored
+        if isinstance(body, str):
+            body = body.encode("ascii", "surrogateescape").decode("ascii", "replace")
+    return body if isinstance(body, str) else ""
 
 
 def parse_received(raw: str) -> ReceivedHop:

@@ -17,6 +17,9 @@ _MAX_LINKS = 1000
 _PARSER = lxml.html.HTMLParser(no_network=True, remove_comments=True, remove_pis=True)
 # lxml refuses a str that starts with an XML declaration naming an encoding (XHTML mail)
 _XML_DECL = re.compile(r"^\ufeff?\s*<\?xml[^>]*>")
+# Characters XML forbids: the HTML parser keeps them in text, but lxml then refuses that text
+# when it is set again (ValueError), as html_to_text does to separate blocks.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +34,7 @@ def html_to_text(html: str) -> HtmlText:
     with their text, and the number of images. Unparseable HTML gives empty text."""
     if not html.strip():
         return HtmlText("", [], 0)
-    html = _XML_DECL.sub("", html, count=1)
+    html = _NOT_XML.sub(" ", _XML_DECL.sub("", html, count=1))
     try:
         doc = lxml.html.document_fromstring(html, parser=_PARSER)
     except (lxml.etree.ParserError, ValueError):

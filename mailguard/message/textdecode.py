@@ -52,7 +52,14 @@ def _codec(label: str | None) -> str | None:
         return None
     if not getattr(info, "_is_text_encoding", True):  # base64, zlib, rot13...: not charsets
         return None
+    if info.name in _NOT_CHARSETS:
+        return None
     return info.name
+
+
+# Text codecs that are no mail charset: they decode host names or Python escapes, and some
+# raise on errors="replace" (idna) or on any input (undefined).
+_NOT_CHARSETS = frozenset({"idna", "punycode", "undefined", "unicode-escape", "raw-unicode-escape"})
 
 
 def decode_bytes(data: bytes, declared: str | None) -> tuple[str, str]:
@@ -65,15 +72,18 @@ def decode_bytes(data: bytes, declared: str | None) -> tuple[str, str]:
     if codec:
         try:
             return data.decode(codec), codec
-        except UnicodeDecodeError:
+        except UnicodeError:  # UnicodeDecodeError, or a codec's own complaint
             pass
     try:
         return data.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         pass
     if codec:
-        text = data.decode(codec, "replace")
-        if text.count("\ufffd") * 50 <= len(text):
+        try:
+            text = data.decode(codec, "replace")
+        except UnicodeError:  # a codec that cannot replace: go on to detection
+            text = ""
+        if text and text.count("\ufffd") * 50 <= len(text):
             return text, codec
     try:
         best = from_bytes(data[:_DETECT_SAMPLE]).best()

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..config import Limits
+from ..message.context import SafeMessage
 from ..scorer import Label
 
 __all__ = ["ReportInput", "arf_label", "iter_messages", "report_digest", "unwrap_arf"]
@@ -258,10 +259,10 @@ def unwrap_arf(item: ReportInput) -> ReportInput:
     if raw is None:
         return item
     try:
-        head = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(raw[:256 * 1024])
+        head = email.parser.BytesHeaderParser(SafeMessage, policy=email.policy.compat32).parsebytes(raw[:256 * 1024])
         if head.get_content_type() != "multipart/report" or str(head.get_param("report-type", "")).lower() != "feedback-report":
             return item
-        report = email.message_from_bytes(raw, policy=email.policy.compat32)
+        report = email.message_from_bytes(raw, _class=SafeMessage, policy=email.policy.compat32)
         return _from_report(item, report, raw)
     except Exception as exc:  # the stdlib parser on hostile input: one error line, never a crash
         return ReportInput(item.where, error=f"unreadable feedback report ({type(exc).__name__})", arf=True)

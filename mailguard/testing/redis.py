@@ -1,7 +1,9 @@
-"""A private redis-server on a loopback port, with no persistence, for store tests.
+"""A private redis-server on a loopback port, for store tests: no persistence by default, or
+an append-only file (``RedisServer(appendfsync="always")``) for durability tests.
 
-Recipe verified in ../shared/integration.md (section 4). ``stop()`` and ``start()`` again
-reuse the same port, so a test can take Redis away under a running store and bring it back.
+Recipe verified in ../shared/integration.md (section 4). ``stop()`` (or ``kill()``, SIGKILL)
+and ``start()`` again reuse the same port and directory, so a test can take Redis away under
+a running store and bring it back, with whatever it persisted.
 
     with RedisServer() as server:
         store = RedisStore(server.url)
@@ -29,7 +31,12 @@ class RedisServer:
     """``with RedisServer() as server`` gives a running redis-server at ``server.url``;
     stopped and its directory removed afterwards."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, appendfsync: str | None = None) -> None:
+        """``appendfsync``: None for no persistence, else "always", "everysec" or "no" with
+        ``appendonly yes`` (see the README on what each loses when Redis or the machine dies)."""
+        if appendfsync not in (None, "always", "everysec", "no"):
+            raise ValueError(f"appendfsync must be None, 'always', 'everysec' or 'no', not {appendfsync!r}")
+        self.appendfsync = appendfsync
         binary = redis_server_binary()
         if binary is None:
             raise FileNotFoundError("redis-server not found (Debian: apt-get install redis-server; see scripts/system-deps)")
@@ -60,7 +67,8 @@ class RedisServer:
 
     def _launch(self, port: int, timeout: float) -> bool:
         """True once this process answers PING on ``port``; False if it exited (port taken)."""
-        args = [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        persistence = ["--appendonly", "no"] if self.appendfsync is None else ["--appendonly", "yes", "--appendfsync", self.appendfsync]
+        args = [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", *persistence,
                 "--daemonize", "no", "--dir", str(self.directory), "--logfile", ""]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
@@ -77,6 +85,13 @@ class RedisServer:
 
     def stop(self) -> None:
         stop_process(self.process)
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL: Redis dies as in a crash, with no chance to write anything more."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
         self.process = None
 
     def log(self) -> str:

@@ -69,3 +69,12 @@ def test_unclosed_tags_lenient():
 def test_deep_nesting_does_not_raise():
     result = html_to_text("<div>" * 5000 + "deep words" + "</div>" * 5000)
     assert isinstance(result.text, str)
+
+
+@pytest.mark.parametrize("char", ["\x01", "\x0b", "\x0c", "\x1f", "\uffff"])
+def test_control_characters_do_not_hide_the_text(char):
+    """Found by fuzzing: lxml keeps such characters in parsed text but refuses to set that
+    text again, so one form feed in a paragraph lost the whole HTML part."""
+    html = html_to_text(f"<p>cheap {char} pills</p><div><a href='http://pills.example/'>buy now</a></div>")
+    assert html.text.split() == ["cheap", "pills", "buy", "now"]
+    assert html.links == [("http://pills.example/", "buy now")]

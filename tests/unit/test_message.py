@@ -171,6 +171,18 @@ def test_wrong_or_unknown_charset_label_falls_back(label):
     assert text in ctx.text
 
 
+@pytest.mark.parametrize("label", ["punycode", "idna"])
+@pytest.mark.parametrize("cte", ["8bit", "quoted-printable"])
+def test_8bit_part_under_a_codec_that_cannot_replace_is_read(label, cte):
+    """Found by fuzzing: the stdlib's get_payload() decodes 8-bit bodies with the declared
+    charset and let punycode's and idna's errors out, which lost the whole message body."""
+    body = "café -€ spam words".encode("utf-8") + b"\x87" + CRLF
+    one = raw_message(body, content_type=f"text/plain; charset={label}", cte=cte)
+    ctx = MessageContext(one)
+    touch_all_views(ctx)
+    assert "spam words" in ctx.text and not any("skipped" in p for p in ctx.problems)
+
+
 def test_mislabelled_gbk_as_utf8_does_not_raise():
     data = "中文邮件测试".encode("gbk")
     ctx = MessageContext(raw_message(data + CRLF, content_type="text/plain; charset=utf-8"))
@@ -630,3 +642,16 @@ def test_encoded_word_mixed_with_raw_8bit_subject():
     raw = raw_message(b"x\r\n").replace(b"Subject: test", b"Subject: " + "中文".encode() + b" " + encoded)
     subject = MessageContext(raw).subject
     assert "中文" in subject and "发票" in subject
+
+
+def test_rfc2231_parameters_in_a_codec_that_cannot_replace_hide_nothing():
+    """Found by fuzzing: ``boundary*=idna''..`` made the stdlib parser raise (the whole body
+    was read unsplit, its attachment unseen) and an idna file name lost its part."""
+    boundary = (b"Content-Type: multipart/mixed; boundary*=idna''b1\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nhello\r\n"
+                b"--b1\r\nContent-Disposition: attachment; filename=invoice.exe\r\n\r\nMZ\r\n--b1--\r\n")
+    ctx = MessageContext(b"From: a@example.org\r\n" + boundary)
+    assert ctx.text == "hello" and [a.filename for a in ctx.attachments] == ["invoice.exe"] and not ctx.problems
+    name = (b"From: a@example.org\r\nContent-Type: application/zip\r\n"
+            b"Content-Disposition: attachment; filename*0*=idna''%FF; filename*1=x.exe\r\n\r\nPK")
+    ctx = MessageContext(name)
+    assert [a.filename[-5:] for a in ctx.attachments] == ["x.exe"]

@@ -48,7 +48,8 @@ def test_latin1_label_read_as_windows_1252():
     assert decode_bytes(text.encode("cp1252"), "iso-8859-1")[0] == text
 
 
-@pytest.mark.parametrize("label", [None, "", "x-unknown", "utf-8", "base64", "rot13", "zlib", "hex", "uu", "bz2"])
+@pytest.mark.parametrize("label", [None, "", "x-unknown", "utf-8", "base64", "rot13", "zlib", "hex", "uu", "bz2",
+                                   "idna", "punycode", "undefined", "unicode-escape", "raw-unicode-escape"])
 def test_unknown_or_non_text_label_falls_back_to_utf8(label):
     text = "Grüße 你好"
     decoded, codec = decode_bytes(text.encode("utf-8"), label)
@@ -116,3 +117,12 @@ def test_header_raw_8bit_text_next_to_encoded_word():
     value = decode_header_value(f"{escaped} {encoded} tail")
     assert "中文" in value and "发票" in value and value.endswith("tail")
     assert "\\u" not in value
+
+
+@pytest.mark.parametrize("label", ["idna", "punycode", "undefined", "unicode-escape"])
+def test_host_name_and_escape_codecs_are_not_charsets(label):
+    """Found by fuzzing: these codecs raised UnicodeError (idna cannot even decode with
+    errors="replace"), so the part carrying the label was lost."""
+    data = "café \\u12 -".encode("utf-8") + b"\x87"
+    text, codec = decode_bytes(data, label)
+    assert "caf" in text and codec not in ("idna", "punycode", "undefined", "unicode-escape")

@@ -270,9 +270,9 @@ class ScanPool:
 
     @property
     def pids(self) -> list[int]:
-        """Process ids of the workers taking new jobs."""
+        """Process ids of the workers taking new jobs that are up (started, scanner built)."""
         with self._lock:
-            return [w.pid for w in self._workers if w.pid is not None]
+            return [w.pid for w in self._workers if w.pid is not None and w.ready.is_set() and not w.dead and not w.failed]
 
     def holding(self) -> dict[int, int]:
         """How many jobs each worker (by pid) holds right now."""

@@ -40,6 +40,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,13 +110,13 @@ class PoolService:
     """``[milter] workers`` scanner processes (mailguard/pool.py), each building its scanner
     from the config file, so a reload reads config and model again in every worker."""
 
-    def __init__(self, config_path: str | None, workers: int) -> None:
-        self.config_path = config_path
+    def __init__(self, factory: Callable[[], Scanner], workers: int) -> None:
+        self.factory = factory  # called in each worker; a reload calls it again
         self.workers = workers
         self.pool: ScanPool | None = None
 
     def start(self) -> PoolService:
-        self.pool = ScanPool(functools.partial(_scanner_from_file, self.config_path), self.workers)
+        self.pool = ScanPool(self.factory, self.workers)
         log.info("%d scanner workers started (pids %s)", self.workers, ", ".join(map(str, self.pool.pids)))
         return self
 
@@ -246,7 +247,17 @@ _REPLY_CODES = {"accept": Milter.ACCEPT, "reject": Milter.REJECT, "tempfail": Mi
 class MilterDaemon:
     """Owns the scanner thread, the libmilter thread, metrics and the signal handling."""
 
-    def __init__(self, config: Config, config_path: str | None = None, *, scanner: Scanner | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        config_path: str | None = None,
+        *,
+        scanner: Scanner | None = None,
+        scanner_factory: Callable[[], Scanner] | None = None,
+    ) -> None:
+        """``scanner``: scan in this process with it (``workers`` is ignored). ``scanner_factory``:
+        a picklable, importable callable that builds each worker's scanner (default: from the
+        config file, read again on every reload)."""
         self.config = config
         self.config_path = config_path
         self.metrics = MilterMetrics()
@@ -255,7 +266,7 @@ class MilterDaemon:
         if scanner is not None or workers == 1:
             self.service = ScanService(scanner if scanner is not None else Scanner(config))
         else:
-            self.service = PoolService(config_path, workers)
+            self.service = PoolService(scanner_factory or functools.partial(_scanner_from_file, config_path), workers)
         self._active: set[int] = set()
         self._active_lock = threading.Lock()
         self._wake = threading.Event()

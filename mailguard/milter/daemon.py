@@ -538,12 +538,13 @@ def _setup_logging(config: Config) -> None:
     message_log.addHandler(handler)
     message_log.setLevel(logging.INFO)
     message_log.propagate = False
-    if not log.handlers:
-        status = logging.StreamHandler(sys.stderr)
-        status.setFormatter(logging.Formatter("%(asctime)s mailguard-milter %(levelname)s %(message)s"))
-        log.addHandler(status)
-        log.setLevel(logging.INFO)
-        log.propagate = False
+    status = logging.StreamHandler(sys.stderr)
+    status.setFormatter(logging.Formatter("%(asctime)s mailguard-milter %(levelname)s %(message)s"))
+    for status_log in (log, logging.getLogger("mailguard.pool")):  # the daemon's and its workers' status
+        if not status_log.handlers:
+            status_log.addHandler(status)
+            status_log.setLevel(logging.INFO)
+            status_log.propagate = False
 
 
 def run_milter(config_path: str | None = None) -> int:

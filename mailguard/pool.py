@@ -33,6 +33,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -112,6 +113,9 @@ def _worker_main(conn: multiprocessing.connection.Connection, factory: ScannerFa
             try:
                 message = conn.recv()
             except (EOFError, OSError):
+                message = None
+            except Exception as exc:  # a job that cannot be read: exit, so the parent fails what this worker held
+                print(f"mailguard scanner worker {os.getpid()}: cannot read a job: {type(exc).__name__}: {exc}", file=sys.stderr)
                 message = None
             if message is None:
                 loop.call_soon_threadsafe(stopping.set)

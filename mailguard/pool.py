@@ -32,6 +32,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -108,19 +109,27 @@ def _worker_main(conn: multiprocessing.connection.Connection, factory: ScannerFa
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
+    def receive(data: bytes) -> None:
+        """Unpickle on the loop's thread: reading a job may import its module, and imports
+        stay on the main thread, never racing a scan's."""
+        try:
+            message = pickle.loads(data)  # from our own parent, over our private pipe
+        except Exception as exc:  # a job that cannot be read: exit, so the parent fails what this worker held
+            print(f"mailguard scanner worker {os.getpid()}: cannot read a job: {type(exc).__name__}: {exc}", file=sys.stderr)
+            message = None
+        if message is None:
+            stopping.set()
+        else:
+            start(*message)
+
     def read() -> None:  # a thread: the pipe is read while the loop scans
         while True:
             try:
-                message = conn.recv()
+                data = conn.recv_bytes()
             except (EOFError, OSError):
-                message = None
-            except Exception as exc:  # a job that cannot be read: exit, so the parent fails what this worker held
-                print(f"mailguard scanner worker {os.getpid()}: cannot read a job: {type(exc).__name__}: {exc}", file=sys.stderr)
-                message = None
-            if message is None:
                 loop.call_soon_threadsafe(stopping.set)
                 return
-            loop.call_soon_threadsafe(start, *message)
+            loop.call_soon_threadsafe(receive, data)
 
     async def main() -> None:
         await stopping.wait()

@@ -2,7 +2,7 @@
 message is lost: 8 concurrent SMTP clients send the SpamAssassin corpus through a private
 Postfix (mailguard.testing.PostfixInstance) with ``mailguard milter`` as a subprocess.
 
-    python benchmarks/milter.py [--corpora ../shared/corpora] [--limit N] [--clients 8]
+    python benchmarks/milter.py [--corpora ../shared/corpora] [--limit N] [--clients 8] [--workers N]
 
 Every message gets one recipient. 550 counts as rejected; any 4xx is retried (after a
 short pause) until the message is accepted or rejected; 250 counts as accepted, and the
@@ -142,6 +142,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--socket", choices=("unix", "inet"), default="inet", help="milter socket kind (unix: given to group postfix, mode 0660)")
     parser.add_argument("--baseline", type=int, default=1000, help="messages for the no-milter baseline (0: skip)")
+    parser.add_argument("--workers", type=int, default=0, help="[milter] workers: scanner processes (0, the default: one per core)")
     args = parser.parse_args()
     messages = load_messages(Path(args.corpora), args.limit)
     work = Path(tempfile.mkdtemp(prefix="mg-bench-"))
@@ -154,7 +155,7 @@ def main() -> int:
     config.write_text(
         f'[store]\npath = "{work}/store.sqlite3"\n[scanner]\nnetwork = false\n'
         f"[policy]\nthresholds = {{ reject = 8.0 }}\n"
-        f'[milter]\nsocket = "{listen}"\nsocket_group = "postfix"\nlog_file = "{log_path}"\n'
+        f'[milter]\nsocket = "{listen}"\nsocket_group = "postfix"\nlog_file = "{log_path}"\nworkers = {args.workers}\n'
     )
     stderr = open(work / "milter.stderr", "wb")
     milter = subprocess.Popen([sys.executable, "-m", "mailguard", "milter", "--config", str(config)], stderr=stderr, cwd=REPO)
@@ -167,7 +168,9 @@ def main() -> int:
     pf = PostfixInstance(milter=mta_side, settings={"smtpd_error_sleep_time": "0s"})
     try:
         pf.start()
-        print(f"sending {len(messages)} messages with {args.clients} concurrent clients through Postfix + milter ...", flush=True)
+        workers = args.workers or len(os.sched_getaffinity(0))
+        print(f"sending {len(messages)} messages with {args.clients} concurrent clients through Postfix + milter "
+              f"({workers} scanner worker{'s' if workers > 1 else ' (in process)'}) on {os.cpu_count()} cores ...", flush=True)
         counts, wall = run(pf, messages, args.clients)
         delivered = settle(pf, counts.accepted)
         lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]

@@ -9,15 +9,17 @@ candidate (it is kept as a version, not put in service).
 from __future__ import annotations
 
 import argparse
-import asyncio
+import collections
+import concurrent.futures
 import dataclasses
 import datetime
+import functools
 import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ from .learning.evaluate import quality_metrics
 from .learning.datasets import Sample, load_corpus
 from .model import ModelBundle, load_model, save_model
 from .policy import LEVELS
+from .pool import ScanPool, core_count
 from .reports.queue import check_source
 from .reports.sources import arf_label, iter_messages
 from .result import ScanResult
@@ -100,20 +103,15 @@ def _format_result(path: Path, result: ScanResult) -> str:
     return f"{path}: {v.action.upper()} score={result.score:.2f} required={v.required:.2f} p={result.probability:.4f}{user} <- {why or 'no evidence'}{extra}"
 
 
-async def _scan(args: argparse.Namespace, scanner: Scanner) -> int:
+def _print_scans(args: argparse.Namespace, scans: Iterable[tuple[Path, ScanResult | str]]) -> int:
+    """Print each (path, result or problem) in the order given, then the summary line."""
     status = 0
     counts: dict[str, int] = {}
-    for path, problem in _iter_paths(args.paths):
-        if problem is None:
-            try:
-                raw = path.read_bytes()
-            except OSError as exc:
-                problem = exc.strerror or str(exc)
-        if problem is not None:
-            _error(f"{path}: {problem}")
+    for path, result in scans:
+        if isinstance(result, str):
+            _error(f"{path}: {result}")
             status = 1
             continue
-        result = await scanner.scan(raw, user=args.user, learn=args.learn)
         counts[result.verdict.action] = counts.get(result.verdict.action, 0) + 1
         if args.json:
             print(json.dumps({"path": str(path), **result.to_dict()}, ensure_ascii=False))
@@ -125,10 +123,63 @@ async def _scan(args: argparse.Namespace, scanner: Scanner) -> int:
     return status
 
 
+def _read_messages(args: argparse.Namespace) -> Iterator[tuple[Path, bytes | str]]:
+    """(path, raw bytes) for every file to scan, or (path, why it cannot be read)."""
+    for path, problem in _iter_paths(args.paths):
+        if problem is None:
+            try:
+                yield path, path.read_bytes()
+                continue
+            except OSError as exc:
+                problem = exc.strerror or str(exc)
+        yield path, problem
+
+
+def _scan_here(args: argparse.Namespace, scanner: Scanner) -> Iterator[tuple[Path, ScanResult | str]]:
+    for path, raw in _read_messages(args):
+        yield path, raw if isinstance(raw, str) else scanner.scan_sync(raw, user=args.user, learn=args.learn)
+
+
+async def _scan_job(scanner: Scanner, raw: bytes, user: str | None, learn: bool) -> ScanResult:
+    """One file's scan in a worker process (``scan --jobs``)."""
+    return await scanner.scan(raw, user=user, learn=learn)
+
+
+def _scanner_for(args: argparse.Namespace) -> Scanner:
+    """A worker's scanner for ``scan --jobs`` (runs in the worker process)."""
+    return Scanner(_load_config(args))
+
+
+def _scan_in_workers(args: argparse.Namespace, pool: ScanPool) -> Iterator[tuple[Path, ScanResult | str]]:
+    """Every worker busy, results in input order: a bounded window of files is in the
+    workers' hands while the oldest is waited for."""
+    window: collections.deque[tuple[Path, concurrent.futures.Future[ScanResult] | str]] = collections.deque()
+
+    def oldest() -> tuple[Path, ScanResult | str]:
+        path, pending = window.popleft()
+        if isinstance(pending, str):
+            return path, pending
+        try:
+            return path, pending.result()
+        except MailguardError as exc:  # the scan raised, or its worker died: this file only
+            return path, f"not scanned: {exc}"
+
+    for path, raw in _read_messages(args):
+        window.append((path, raw if isinstance(raw, str) else pool.submit(_scan_job, raw, args.user, args.learn)))
+        if len(window) > 8 * pool.size:
+            yield oldest()
+    while window:
+        yield oldest()
+
+
 def cmd_scan(args: argparse.Namespace) -> int:
+    jobs = args.jobs or core_count()
+    if jobs > 1:
+        with ScanPool(functools.partial(_scanner_for, args), jobs) as pool:
+            return _print_scans(args, _scan_in_workers(args, pool))
     scanner = Scanner(_load_config(args))
     try:
-        return scanner._run(_scan(args, scanner))
+        return _print_scans(args, _scan_here(args, scanner))
     finally:
         scanner.close()
 
@@ -448,6 +499,10 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--no-network", action="store_true", help="turn off every scorer that needs the network")
     scan.add_argument("--learn", action="store_true", help="run the learn phase (autolearn); off by default")
     scan.add_argument("--store", help="SQLite store file (default: $MAILGUARD_STORE or the XDG state dir)")
+    scan.add_argument(
+        "--jobs", type=int, default=1, metavar="N",
+        help="scanner processes (default 1; 0: one per core); the output stays in input order",
+    )
     scan.set_defaults(func=cmd_scan)
 
     for name, func, text in (
@@ -548,6 +603,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR, format="%(name)s: %(message)s")
     if args.command == "eval" and args.folds < 2:
         parser.error("--folds must be at least 2")
+    if args.command == "scan" and args.jobs < 0:
+        parser.error("--jobs must be 0 (one per core) or more")
     try:
         return int(args.func(args))
     except MailguardError as exc:

@@ -116,6 +116,7 @@ class MilterConfig:
     deadline: float = 20.0  # seconds from end of message to a reply; past it: on_error
     on_error: str = "tempfail"  # tempfail | accept: the reply when a scan fails or misses the deadline
     drain_timeout: float = 30.0  # SIGTERM waits this long for connections in flight
+    workers: int = 0  # scanner processes; 0: one per core (1: scans run in the daemon's own process)
     metrics_port: int = 0  # Prometheus exporter on 127.0.0.1:PORT; 0 turns it off
     log_file: str = ""  # one JSON line per message; empty: stderr
 
@@ -354,5 +355,7 @@ def _validate_milter(milter: MilterConfig) -> None:
         raise ConfigError(f"milter.socket_mode must be octal permissions like '0660', not {milter.socket_mode!r}")
     if milter.deadline <= 0 or milter.max_body_bytes <= 0:
         raise ConfigError("milter.deadline and milter.max_body_bytes must be positive")
+    if milter.workers > 1024:
+        raise ConfigError("milter.workers must be 0 (one per core) or 1..1024")
     if not 0 <= milter.metrics_port < 65536:
         raise ConfigError("milter.metrics_port must be 0 (off) or 1..65535")

@@ -4,15 +4,20 @@ Threads, and why:
 
 - libmilter runs one thread per MTA connection; each collects its envelope, headers and
   body (`MilterConnection`). At end of message it hands the scan to...
-- ...one scanner thread running one asyncio loop (`ScanService`), where every message
-  is scanned by the same `Scanner.scan` the CLI and library use, and waits for the
+- ...the scanner processes (`PoolService`: ``[milter] workers``, one per core by default,
+  see mailguard/pool.py), each scanning the messages it holds concurrently on its own
+  asyncio loop, or with ``workers = 1`` one scanner thread in this process
+  (`ScanService`: no processes, no pickling). Either way every message is scanned by the
+  same `Scanner.scan` the CLI and library use, and the connection's thread waits for the
   verdict up to ``[milter] deadline``. Verdicts become milter calls in exactly one place,
-  `mailguard.milter.actions`.
+  `mailguard.milter.actions`. A worker process that dies is started again; the messages
+  it held are answered ``on_error``.
 - The main thread handles signals. libmilter's own signal thread would stop the daemon on
   SIGHUP too, so libmilter runs in a second thread (only that thread and its children
   block the signals) and the main thread, which does not block them, receives them:
-  SIGTERM/SIGINT stop accepting connections and drain the ones in flight; SIGHUP loads a
-  new config and model and swaps the scanner without touching any connection.
+  SIGTERM/SIGINT stop accepting connections and drain the ones in flight (then the
+  workers finish what they hold and exit); SIGHUP loads a new config and model into every
+  worker (new workers replace the old ones) without touching any connection.
 
 Never lose mail: an exception, a missed deadline or a shutdown during a message answers
 ``[milter] on_error`` (451 4.7.1 by default, so the client retries), logged with the
@@ -35,6 +40,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +52,11 @@ from ..message.context import Envelope
 from .metrics import MilterMetrics
 from .actions import Outcome, apply_error, apply_verdicts
 from ..policy import canonical_user
+from ..pool import ScanPool, WorkerDied, core_count
 from ..result import ScanResult
 from ..scanner import Scanner
 
-__all__ = ["MilterConnection", "MilterDaemon", "ScanService", "run_milter"]
+__all__ = ["MilterConnection", "MilterDaemon", "PoolService", "ScanService", "run_milter"]
 
 log = logging.getLogger("mailguard.milter")
 message_log = logging.getLogger("mailguard.milter.messages")
@@ -76,14 +83,17 @@ class ScanService:
         """Scan once per distinct recipient (each with their own thresholds), parsing once."""
         return asyncio.run_coroutine_threadsafe(_scan_all(self.scanner, raw, envelope, note), self.loop)
 
-    def swap(self, scanner: Scanner, grace: float) -> None:
-        """Use ``scanner`` from now on; the old one is closed once its scans can have ended."""
+    def reload(self, config: Config, grace: float) -> str:
+        """Use a new scanner on ``config`` from now on; the old one is closed once its scans
+        can have ended. Returns the new model's version."""
+        scanner = Scanner(config)
         old, self.scanner = self.scanner, scanner
 
         def close_old() -> None:
             self.loop.create_task(old.aclose())
 
         self.loop.call_soon_threadsafe(self.loop.call_later, grace, close_old)
+        return scanner.model.version if scanner.model else "(none)"
 
     def stop(self) -> None:
         try:
@@ -94,6 +104,40 @@ class ScanService:
         self.thread.join(timeout=5)
         if not self.thread.is_alive():
             self.loop.close()
+
+
+class PoolService:
+    """``[milter] workers`` scanner processes (mailguard/pool.py), each building its scanner
+    from the config file, so a reload reads config and model again in every worker."""
+
+    def __init__(self, factory: Callable[[], Scanner], workers: int) -> None:
+        self.factory = factory  # called in each worker; a reload calls it again
+        self.workers = workers
+        self.pool: ScanPool | None = None
+
+    def start(self) -> PoolService:
+        self.pool = ScanPool(self.factory, self.workers)
+        log.info("%d scanner workers started (pids %s)", self.workers, ", ".join(map(str, self.pool.pids)))
+        return self
+
+    def scan_message(self, raw: bytes, envelope: Envelope, note: str | None) -> concurrent.futures.Future[dict[str, ScanResult]]:
+        assert self.pool is not None, "start() first"
+        return self.pool.submit(_scan_all, raw, envelope, note)
+
+    def reload(self, config: Config, grace: float) -> str:
+        """New workers on the new config; the old ones finish the messages they hold."""
+        assert self.pool is not None, "start() first"
+        self.pool.reload()
+        return f"in {self.workers} workers (pids {', '.join(map(str, self.pool.pids))})"
+
+    def stop(self) -> None:
+        if self.pool is not None:
+            self.pool.close(timeout=10.0)
+
+
+def _scanner_from_file(config_path: str | None) -> Scanner:
+    """A worker's scanner (runs in the worker process)."""
+    return Scanner(load_config(config_path))
 
 
 async def _scan_all(scanner: Scanner, raw: bytes, envelope: Envelope, note: str | None) -> dict[str, ScanResult]:
@@ -203,11 +247,26 @@ _REPLY_CODES = {"accept": Milter.ACCEPT, "reject": Milter.REJECT, "tempfail": Mi
 class MilterDaemon:
     """Owns the scanner thread, the libmilter thread, metrics and the signal handling."""
 
-    def __init__(self, config: Config, config_path: str | None = None, *, scanner: Scanner | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        config_path: str | None = None,
+        *,
+        scanner: Scanner | None = None,
+        scanner_factory: Callable[[], Scanner] | None = None,
+    ) -> None:
+        """``scanner``: scan in this process with it (``workers`` is ignored). ``scanner_factory``:
+        a picklable, importable callable that builds each worker's scanner (default: from the
+        config file, read again on every reload)."""
         self.config = config
         self.config_path = config_path
         self.metrics = MilterMetrics()
-        self.service = ScanService(scanner if scanner is not None else Scanner(config))
+        workers = config.milter.workers or core_count()
+        self.service: ScanService | PoolService
+        if scanner is not None or workers == 1:
+            self.service = ScanService(scanner if scanner is not None else Scanner(config))
+        else:
+            self.service = PoolService(scanner_factory or functools.partial(_scanner_from_file, config_path), workers)
         self._active: set[int] = set()
         self._active_lock = threading.Lock()
         self._wake = threading.Event()
@@ -264,10 +323,14 @@ class MilterDaemon:
             )
             if self.abandon.done() or conn.late:
                 raise MilterError("shutting down")
-            future = self.service.scan_message(raw, envelope, note)
-            done, _ = concurrent.futures.wait(
-                [future, self.abandon], timeout=self.config.milter.deadline, return_when=concurrent.futures.FIRST_COMPLETED
-            )
+            self.metrics.in_flight.inc()
+            try:
+                future = self.service.scan_message(raw, envelope, note)
+                done, _ = concurrent.futures.wait(
+                    [future, self.abandon], timeout=self.config.milter.deadline, return_when=concurrent.futures.FIRST_COMPLETED
+                )
+            finally:
+                self.metrics.in_flight.dec()
             scan_seconds = time.perf_counter() - started
             if future not in done:
                 future.cancel()
@@ -278,7 +341,7 @@ class MilterDaemon:
         except Exception as exc:  # a bad message or a broken scorer must never take the daemon down
             error = f"{type(exc).__name__}: {exc}"
             log.error("queue id %s: answering %s after %s", queue_id, self.config.milter.on_error, error)
-            kind = "timeout" if isinstance(exc, TimeoutError) else "error"
+            kind = "timeout" if isinstance(exc, TimeoutError) else "worker" if isinstance(exc, WorkerDied) else "error"
             self.metrics.errors.labels(kind=kind).inc()
             try:
                 outcome = apply_error(conn, self.config.milter.on_error, error)
@@ -369,15 +432,14 @@ class MilterDaemon:
         """SIGHUP: a new config and model; connections in flight keep the old scanner."""
         try:
             config = load_config(self.config_path)
-            scanner = Scanner(config)
+            model = self.service.reload(config, grace=max(config.milter.deadline, 1.0) + 1.0)
         except (MailguardError, OSError) as exc:
             log.error("reload failed, keeping the running config and model: %s", exc)
             return
         if config.milter != self.config.milter:
             log.warning("[milter] changes other than deadline/on_error/max_body_bytes take effect on restart")
         self.config = config
-        self.service.swap(scanner, grace=max(self.config.milter.deadline, 1.0) + 1.0)
-        log.info("reloaded config and model %s", scanner.model.version if scanner.model else "(none)")
+        log.info("reloaded config and model %s", model)
 
     def serve(self) -> int:
         """Run until SIGTERM/SIGINT (exit 0) or until libmilter fails (exit 2)."""
@@ -476,12 +538,13 @@ def _setup_logging(config: Config) -> None:
     message_log.addHandler(handler)
     message_log.setLevel(logging.INFO)
     message_log.propagate = False
-    if not log.handlers:
-        status = logging.StreamHandler(sys.stderr)
-        status.setFormatter(logging.Formatter("%(asctime)s mailguard-milter %(levelname)s %(message)s"))
-        log.addHandler(status)
-        log.setLevel(logging.INFO)
-        log.propagate = False
+    status = logging.StreamHandler(sys.stderr)
+    status.setFormatter(logging.Formatter("%(asctime)s mailguard-milter %(levelname)s %(message)s"))
+    for status_log in (log, logging.getLogger("mailguard.pool")):  # the daemon's and its workers' status
+        if not status_log.handlers:
+            status_log.addHandler(status)
+            status_log.setLevel(logging.INFO)
+            status_log.propagate = False
 
 
 def run_milter(config_path: str | None = None) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from ..result import ScanResult
 
@@ -35,6 +35,9 @@ class MilterMetrics:
         )
         self.errors = Counter(
             "mailguard_milter_errors", "Messages answered with on_error (exception, deadline, shutdown)", ["kind"], registry=self.registry
+        )
+        self.in_flight = Gauge(
+            "mailguard_milter_scans_in_flight", "Messages handed to the scanner and not answered yet", registry=self.registry
         )
         self._server: Any = None
 

@@ -1,8 +1,9 @@
 """The milter daemon behind a real, private Postfix on loopback (integration.md, 2b).
 
 One Postfix and one clamd for the module; the milter runs as a subprocess
-(``python -m mailguard milter --config FILE``), as it would under systemd, and shares
-its SQLite store with the test so per-user thresholds can be set before sending.
+(``python -m mailguard milter --config FILE``), as it would under systemd, with two scanner
+worker processes, and shares its SQLite store with the test so per-user thresholds can be
+set before sending.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import smtplib
 import socket
 import subprocess
 import sys
+import threading
 import time
 from email.message import EmailMessage
 from pathlib import Path
@@ -119,6 +121,7 @@ thresholds = {{ reject = 6.0 }}
 socket = "{socket or f"inet:{port}@127.0.0.1"}"
 socket_group = "postfix"
 metrics_port = {metrics_port}
+workers = 2
 deadline = 10.0
 max_body_bytes = 65536
 drain_timeout = 10.0
@@ -277,6 +280,104 @@ def test_sighup_reloads_config_without_a_restart(env, pf):
     finally:
         write_config(env["config"], store=env["store"], port=env["port"], clamd=env["clamd"], metrics_port=env["metrics_port"])
         milter.signal(signal.SIGHUP)
+
+
+def worker_pids(milter: MilterProcess) -> list[int]:
+    """The milter's scanner worker processes (its spawned children)."""
+    assert milter.proc is not None
+    children: set[int] = set()
+    for task in Path(f"/proc/{milter.proc.pid}/task").iterdir():
+        try:
+            children |= {int(pid) for pid in (task / "children").read_text().split()}
+        except OSError:
+            pass
+    found = []
+    for pid in sorted(children):
+        try:
+            if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(pid)
+        except OSError:
+            pass
+    return found
+
+
+def wait_until(condition, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"still waiting for {what} after {timeout}s")
+        time.sleep(0.05)
+
+
+def test_workers_killed_holding_a_message_answer_451_and_are_restarted(env, pf):
+    """Both workers stopped, a message handed to one of them, both killed: the message gets
+    the on_error answer (451), never silence, and new workers take the next message."""
+    milter = env["milter"]
+    wait_until(lambda: len(worker_pids(milter)) == 2, "two workers")
+    old = worker_pids(milter)
+    restarts = milter.output().count("started in place of")
+    for pid in old:
+        os.kill(pid, signal.SIGSTOP)
+    answer: dict = {}
+
+    def sender() -> None:
+        try:
+            answer["queue_id"] = send(pf, (SAMPLES / "ham-agenda.eml").read_bytes(), [f"bob@{DOMAIN}"])
+        except smtplib.SMTPDataError as exc:
+            answer["error"] = exc
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+    try:
+        wait_until(lambda: metric_samples(env["metrics_port"]).get("mailguard_milter_scans_in_flight", 0) >= 1, "a scan in a worker")
+    finally:
+        for pid in old:
+            os.kill(pid, signal.SIGKILL)
+    thread.join(60)
+    assert "error" in answer, answer
+    assert answer["error"].smtp_code == 451 and answer["error"].smtp_error.startswith(b"4.7.1 Message could not be scanned")
+    failed = [line for line in milter.lines() if "exited (code -9)" in line.get("error", "")]
+    assert len(failed) == 1 and failed[0]["reply"] == "tempfail"
+    wait_until(lambda: milter.output().count("started in place of") == restarts + 2, "both workers restarted")
+    new = worker_pids(milter)
+    assert len(new) == 2 and set(new).isdisjoint(old)
+    time.sleep(0.3)
+    assert pf.delivered() == [] and pf.queued(IN_TRANSIT) == []
+    send(pf, (SAMPLES / "ham-agenda.eml").read_bytes(), [f"bob@{DOMAIN}"])
+    copies = pf.wait_for(1)
+    assert len(copies) == 1 and headers_of(copies[0])["X-Mailguard-Action"] == "accept"
+
+
+def test_a_worker_killed_mid_run_loses_no_message(env, pf):
+    """Three clients send 30 messages; one worker is killed once some are delivered. A
+    message it held gets 451 and is sent again (as an MTA would): all 30 arrive."""
+    milter = env["milter"]
+    wait_until(lambda: len(worker_pids(milter)) == 2, "two workers")
+    victim = worker_pids(milter)[0]
+    raw = (SAMPLES / "ham-agenda.eml").read_bytes()
+    tempfails: list[int] = []
+
+    def client(count: int) -> None:
+        for _ in range(count):
+            for _attempt in range(20):
+                try:
+                    send(pf, raw, [f"bob@{DOMAIN}"])
+                    break
+                except smtplib.SMTPDataError as exc:
+                    assert exc.smtp_code == 451, exc
+                    tempfails.append(exc.smtp_code)
+                    time.sleep(0.1)
+
+    clients = [threading.Thread(target=client, args=(10,)) for _ in range(3)]
+    for c in clients:
+        c.start()
+    wait_until(lambda: len(pf.delivered_paths()) >= 3, "the first deliveries")
+    os.kill(victim, signal.SIGKILL)
+    for c in clients:
+        c.join(120)
+    assert len(pf.wait_for(30, timeout=60)) == 30
+    wait_until(lambda: len(worker_pids(milter)) == 2 and victim not in worker_pids(milter), "a replacement worker")
+    assert milter.proc.poll() is None
 
 
 def test_sigterm_drains_then_milter_down_tempfails_then_recovers(env, pf):

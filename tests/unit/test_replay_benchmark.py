@@ -19,13 +19,19 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load(name: str):
-    if str(ROOT / "benchmarks") not in sys.path:  # benchmarks import common.py from beside them
-        sys.path.insert(0, str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
+    # benchmarks import common.py from beside them; the folder is on sys.path only while one
+    # loads: left there, its milter.py would hide pymilter's `milter` from later imports (and
+    # from the worker processes test_pool.py spawns, which inherit sys.path)
+    folder = str(ROOT / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(folder)
     return module
 
 

@@ -1,0 +1,128 @@
+"""The scanner worker pool (mailguard/pool.py): real worker processes, killed for real.
+
+Workers are spawned processes (a second or two to start on this machine); waits poll
+for a state, they never assert on how long anything took."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from mailguard import Config
+from mailguard.cli import main
+from mailguard.config import MilterConfig, StoreConfig
+from mailguard.errors import MailguardError
+from mailguard.pool import ScanPool, WorkerDied
+
+from ..conftest import HAM_WORDS, SAMPLES, make_message
+from .pool_jobs import explode, pid_after, stalling_scanner
+
+WAIT = 60.0  # upper bound for a worker to start or die: generous, only reached on a failure
+
+
+def wait_until(condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"still waiting for {what} after {WAIT}s")
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with ScanPool(stalling_scanner, 2) as p:
+        yield p
+
+
+def test_a_job_error_reaches_the_caller_and_the_worker_goes_on(pool):
+    with pytest.raises(MailguardError, match="ValueError: bad input"):
+        pool.submit(explode).result(WAIT)
+    assert pool.submit(pid_after, 0).result(WAIT) in pool.pids
+
+
+def test_a_killed_worker_fails_only_its_jobs_and_is_restarted(pool):
+    stalled = pool.submit(pid_after, 3600)  # held by one worker until it dies
+    wait_until(lambda: 1 in pool.holding().values(), "the job to reach a worker")
+    victim = next(pid for pid, held in pool.holding().items() if held)
+    other = next(pid for pid in pool.pids if pid != victim)
+    os.kill(victim, signal.SIGKILL)
+    with pytest.raises(WorkerDied, match=f"scanner worker {victim} exited"):
+        stalled.result(WAIT)
+    wait_until(lambda: victim not in pool.pids and len(pool.pids) == 2, "a replacement worker")
+    assert other in pool.pids  # the other worker was left alone
+    both = [pool.submit(pid_after, 0.5) for _ in range(2)]  # one each: the least busy worker gets a job
+    assert {job.result(WAIT) for job in both} == set(pool.pids)
+
+
+def test_reload_replaces_every_worker_and_close_drains_what_they_hold():
+    pool = ScanPool(stalling_scanner, 2)
+    before = set(pool.pids)
+    old_job = pool.submit(pid_after, 1.0)  # the reload must not cut it short
+    pool.reload()
+    after = set(pool.pids)
+    assert after.isdisjoint(before) and len(after) == 2
+    new_job = pool.submit(pid_after, 1.0)  # still running when close() is called
+    pool.close()
+    assert old_job.result(0) in before and new_job.result(0) in after  # answered, not WorkerDied
+
+
+# -- the milter's answer for a message whose worker dies ---------------------------------------
+
+Milter = pytest.importorskip("Milter", reason="pymilter not installed (pip install 'mailguard[milter]')")
+
+
+@pytest.mark.parametrize("on_error", ["tempfail", "accept"])
+def test_milter_answers_on_error_for_a_message_held_by_a_killed_worker(on_error):
+    from mailguard.milter.daemon import MilterDaemon
+
+    from .test_milter import eom
+
+    config = Config(store=StoreConfig(backend="memory"), milter=MilterConfig(workers=2, deadline=3600.0, on_error=on_error))
+    daemon = MilterDaemon(config, scanner_factory=stalling_scanner)
+    daemon.service.start()
+    pool = daemon.service.pool
+    try:
+        answer: list = []
+        stalled = threading.Thread(target=lambda: answer.append(eom(daemon, make_message(HAM_WORDS, subject="stall"), ["<bob@example.net>"])))
+        stalled.start()
+        wait_until(lambda: 1 in pool.holding().values(), "the message to reach a worker")
+        victim = next(pid for pid, held in pool.holding().items() if held)
+        os.kill(victim, signal.SIGKILL)
+        stalled.join(WAIT)
+        code, rec = answer[0]
+        if on_error == "tempfail":
+            assert code == Milter.TEMPFAIL
+            assert rec.calls == [("setreply", "451", "4.7.1", "Message could not be scanned, try again later")]
+        else:
+            assert code == Milter.ACCEPT and rec.headers()["X-Mailguard-Action"] == "unscanned"
+            assert f"scanner worker {victim} exited" in rec.headers()["X-Mailguard-Report"]
+        assert daemon.metrics.errors.labels(kind="worker")._value.get() == 1
+        wait_until(lambda: victim not in pool.pids and len(pool.pids) == 2, "a replacement worker")
+        code, rec = eom(daemon, make_message(HAM_WORDS, subject="agenda"), ["<bob@example.net>"])
+        assert code == Milter.ACCEPT and rec.headers()["X-Mailguard-Action"] == "accept"
+    finally:
+        daemon.service.stop()
+
+
+# -- scan --jobs ------------------------------------------------------------------------------
+
+
+def test_scan_jobs_2_prints_what_jobs_1_prints_in_the_same_order(tmp_path, capsys):
+    bad = tmp_path / "missing.eml"  # an unreadable input keeps its place too
+    paths = [str(SAMPLES), str(bad), str(SAMPLES / "ham-agenda.eml")]
+    outputs = []
+    for jobs in ("1", "2"):
+        status = main(["scan", "--jobs", jobs, "--no-network", "--store", str(tmp_path / f"store-{jobs}.sqlite3"), *paths])
+        out, err = capsys.readouterr()
+        outputs.append((status, out, err))
+    assert outputs[0] == outputs[1]
+    status, out, err = outputs[0]
+    assert status == 1 and f"{bad}: no such file or directory" in err
+    lines = out.splitlines()
+    assert len(lines) == len(list(Path(SAMPLES).iterdir())) + 1
+    assert [line.split(":")[0] for line in lines] == sorted(str(p) for p in Path(SAMPLES).iterdir()) + [str(SAMPLES / "ham-agenda.eml")]

@@ -307,3 +307,19 @@ def test_gate_rule():
     assert not gate({BASE_SET: m(0, 0, 0, 0)}, None).passed  # nothing held out
     assert not gate({BASE_SET: m(100, 10, 2, 10)}, None).passed  # sanity: 2% false positives
     assert gate({BASE_SET: m(100, 10, 1, 6)}, None).passed
+
+
+def test_a_service_model_trained_on_the_base_holdout_is_judged_by_a_refit_without_it(base, in_service, tmp_path):
+    """The shipped model learned its whole corpus, holdout included: its score there would be
+    an in-sample yardstick no candidate can meet. Its training, redone on the base training
+    part alone, stands in for it on the base holdout (the same model as `in_service`'s v1)."""
+    labels, samples = base
+    whole = tmp_path / "models" / "whole"
+    bundle, info, _ = train(samples, config=bayes_only(whole))
+    save_model(bundle, whole, info)
+    result = retrain(samples, out=tmp_path / "models" / "new", config=bayes_only(whole), store=reports_store(clean_reports()))
+    reference = retrain(samples, out=in_service, config=bayes_only(in_service), store=reports_store(clean_reports()))
+    assert result.yardstick and reference.yardstick is None
+    assert result.evaluation[BASE_SET]["service"] == reference.evaluation[BASE_SET]["service"]
+    assert "trained on the base holdout" in format_comparison(result)
+    assert manifest(result.path)["gate"]["base_yardstick"].startswith("the model in service was trained on the base holdout")

@@ -99,7 +99,9 @@ def test_reads_are_one_mget_per_slot(cluster, store, run, prefix):
     assert run(store.get_counters(keys)) == {k: 1.0 for k in keys}
     assert store.round_trips - before == 1
     calls = sum(c.info("commandstats").get("cmdstat_mget", {}).get("calls", 0) for c in clients)
-    assert calls == len({key_slot(f"{prefix}c:{k}".encode()) for k in keys}) == 301
+    slots = {key_slot(f"{prefix}c:{k}".encode()) for k in keys}
+    assert len({key_slot(f"{prefix}c:{k}".encode()) for k in keys[-3:]}) == 1  # the tagged keys share a slot
+    assert calls == len(slots)  # one MGET per slot (the random prefix decides how many collide)
     for client in clients:
         client.close()
 

@@ -8,8 +8,8 @@ The README's path for a non-English site, run end to end on trec06c-zh (Chinese 
 1. **start**: the shipped model (SpamAssassin corpus only) and an empty SQLite store scan the
    held-out fold (``--holdout-fold``), network off;
 2. **report**: the site's ``--users`` users report every other message of the corpus with its
-   true label through ``Scanner.report`` (each message by one user, spread evenly), exactly what
-   ``mailguard report`` does;
+   true label through ``Scanner.report`` (each message by one user, spread evenly, ham and spam
+   in a shuffled order, ``--seed``), exactly what ``mailguard report`` does;
 3. **retrain**: ``retrain`` (``mailguard retrain``) on the SpamAssassin corpus as the base plus
    those reports, behind its promotion gate, into a versioned model directory;
 4. the promoted model scans the held-out fold again with an empty store;
@@ -23,8 +23,8 @@ temporary directory and is deleted with it.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
+import random
 import sys
 import tempfile
 import time
@@ -87,6 +87,7 @@ def main() -> int:
     parser.add_argument("--corpus", default="trec06c-zh", choices=("trec06c-zh", "trec06p"))
     parser.add_argument("--users", type=int, default=50, help="reporting users at the site")
     parser.add_argument("--holdout-fold", type=int, default=0, help="the fold nobody reports, scanned before and after")
+    parser.add_argument("--seed", type=int, default=0, help="the order the messages are reported in")
     args = parser.parse_args()
     labels, base_labels = corpus_labels(args.corpora, args.corpus), corpus_labels(args.corpora)
     if labels is None or base_labels is None or args.users < 1:
@@ -97,6 +98,7 @@ def main() -> int:
         print(line, file=sys.stderr)
     held = [s for s in samples if s.fold == args.holdout_fold]
     reported = [s for s in samples if s.fold != args.holdout_fold]
+    random.Random(args.seed).shuffle(reported)  # ham and spam reported interleaved, as users would
     raws = [s.path.read_bytes() for s in held]
     y = np.array([s.y for s in held])
     print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from email.message import EmailMessage
 from pathlib import Path
@@ -55,3 +56,16 @@ def ham_message() -> bytes:
 @pytest.fixture()
 def spam_message() -> bytes:
     return make_message(SPAM_WORDS, subject="offer", seed=1002)
+
+
+@pytest.fixture(scope="session")
+def corpus_labels() -> Path:
+    """The SpamAssassin corpus's folds.csv from $MAILGUARD_CORPORA (default ../shared/corpora).
+    In CI its absence is an error, not a skip."""
+    root = os.environ.get("MAILGUARD_CORPORA")
+    labels = Path(root or "../shared/corpora") / "spamassassin" / "folds.csv"
+    if not labels.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must provide the corpora: {labels} not found (MAILGUARD_CORPORA={root!r})")
+        pytest.skip(f"public corpora not found at {labels}; set MAILGUARD_CORPORA")
+    return labels

@@ -13,7 +13,6 @@ inputs or small mutations of the SpamAssassin corpus; never a TREC message.
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
@@ -55,15 +54,9 @@ def test_near_the_parse_bound(targets: FuzzTargets) -> None:
 
 
 @pytest.mark.corpus
-def test_mutated_corpus_messages(targets: FuzzTargets) -> None:
-    """Mutations of a fixed sample of the SpamAssassin public corpus (when present)."""
-    root = os.environ.get("MAILGUARD_CORPORA")
-    labels = Path(root or "../shared/corpora") / "spamassassin" / "folds.csv"
-    if not labels.exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must provide the corpora: {labels} not found")
-        pytest.skip(f"public corpora not found at {labels}; set MAILGUARD_CORPORA")
-    samples, _ = load_labels(labels)
+def test_mutated_corpus_messages(targets: FuzzTargets, corpus_labels: Path) -> None:
+    """Mutations of a fixed sample of the SpamAssassin public corpus."""
+    samples, _ = load_labels(corpus_labels)
     rng = random.Random(2002)
     seeds = [s.path.read_bytes() for s in rng.sample(samples, 60)]
     for _ in range(60):

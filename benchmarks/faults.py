@@ -64,7 +64,10 @@ def load_messages(corpora: Path) -> list[bytes]:
 
 
 def tagged(raw: bytes, n: int) -> bytes:
-    """The corpus message with its own Message-ID and X-Faults-Id (the old Message-ID dropped)."""
+    """The corpus message with its own Message-ID and X-Faults-Id (the old Message-ID dropped,
+    and the mbox "From " line the corpus files start with, which would end the header block)."""
+    if raw.startswith(b"From "):
+        raw = raw[raw.find(b"\n") + 1 :]
     raw = re.sub(rb"^Message-I[dD]:[^\n]*\n(?:[ \t][^\n]*\n)*", b"", raw, count=1, flags=re.M | re.I)
     return f"X-Faults-Id: {n}\nMessage-ID: <faults.{n}@{SENDER_DOMAIN}>\n".encode() + raw
 
@@ -124,6 +127,7 @@ class Supervisor:
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self.stopping = False
+        self.lock = threading.Lock()  # a restart and stop() never cross
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
     def _spawn(self) -> None:
@@ -154,16 +158,20 @@ class Supervisor:
             self.proc.wait()
             if self.stopping:
                 return
-            self.restarts += 1
             time.sleep(0.5)  # systemd's RestartSec
-            self._spawn()
+            with self.lock:
+                if self.stopping:
+                    return
+                self.restarts += 1
+                self._spawn()
 
     def signal(self, signum: int) -> None:
         assert self.proc is not None
         self.proc.send_signal(signum)
 
     def stop(self) -> None:
-        self.stopping = True
+        with self.lock:
+            self.stopping = True
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:

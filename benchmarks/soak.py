@@ -77,7 +77,10 @@ _HEADER = re.compile(rb"^(Subject|From|Message-ID|Message-Id|To):[^\n]*\n(?:[ \t
 
 def mutate(raw: bytes, i: int, ips: int) -> tuple[bytes, Envelope]:
     """A new message from corpus message ``raw``: its own subject, sender, Message-ID, client
-    IP and a few body words. Cheap byte surgery; the header block is kept otherwise."""
+    IP and a few body words. Cheap byte surgery; the header block is kept otherwise (but for
+    the mbox "From " line the corpus files start with, which would end the new header block)."""
+    if raw.startswith(b"From "):
+        raw = raw[raw.find(b"\n") + 1 :]
     sep = raw.find(b"\n\n")
     head, body = (raw[: sep + 1], raw[sep + 1 :]) if sep >= 0 else (raw + b"\n", b"")
     subject = b""

@@ -187,7 +187,8 @@ class Tally:
     final: dict[int, str] = field(default_factory=dict)  # id -> accepted | rejected | other-5xx | gave-up
     tempfails: collections.Counter[int] = field(default_factory=collections.Counter)  # id -> 4xx/connection errors
     ambiguous: set[int] = field(default_factory=set)  # the connection broke after the data was sent
-    events: list[tuple[float, str]] = field(default_factory=list)  # (time, kind) of every 4xx, for the fault windows
+    events: list[tuple[float, int]] = field(default_factory=list)  # (time, message id) of every 4xx, for the fault windows
+    finished: list[float] = field(default_factory=list)  # when each message ended (250 or 5xx)
     done: int = 0
 
 
@@ -231,11 +232,12 @@ def client(pf: PostfixInstance, jobs: list[tuple[int, bytes]], tally: Tally, giv
                         tally.ambiguous.add(n)
             with tally.lock:
                 tally.tempfails[n] += 1
-                tally.events.append((time.monotonic(), "4xx"))
+                tally.events.append((time.monotonic(), n))
             smtp = _drop(smtp)
             time.sleep(0.5)
         with tally.lock:
             tally.final[n] = outcome
+            tally.finished.append(time.monotonic())
             tally.done += 1
     _drop(smtp)
 
@@ -412,10 +414,14 @@ def report(count: int, tally: Tally, got: collections.Counter[int], faults: list
         print(f"| {name} | {value} |")
     if other:
         print(f"other endings: {dict(other)}")
-    print("\n| fault | at message | lasted | 4xx replies from its start to 30 s after its end |\n|---|---|---|---|")
-    for what, start, end, at in faults:
-        fours = sum(1 for t, _ in tally.events if start <= t <= end + 30)
-        print(f"| {what} | {at} | {end - start:.1f} s | {fours} |")
+    print("\n| fault | at message | lasted | until the next fault: messages ended, messages/s | 4xx replies | messages given a 4xx |"
+          "\n|---|---|---|---|---|---|")
+    ends = [start for _, start, _, _ in faults[1:]] + [max([*tally.finished, *(end for _, _, end, _ in faults)])]
+    for (what, start, end, at), until in zip(faults, ends):
+        ended = sum(1 for t in tally.finished if start <= t < until)
+        fours = [n for t, n in tally.events if start <= t < until]
+        rate = ended / (until - start) if until > start else 0.0
+        print(f"| {what} | {at} | {end - start:.1f} s | {ended} in {until - start:.0f} s, {rate:.1f}/s | {len(fours)} | {len(set(fours))} |")
     lines = [json.loads(line) for line in (work / "milter.log").read_text().splitlines() if line.startswith("{")]
     actions = collections.Counter(line["action"] for line in lines)
     failures = collections.Counter(f for line in lines for f in line["failures"])

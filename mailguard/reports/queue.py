@@ -14,7 +14,7 @@ that shares the store (SQLite file, Redis). Keys, all expiring after the retenti
 * ``report:user:<user>:<label>:<YYYYMM>``  a set of digests per UTC month of the report, for
   counts per user and label. Per month, because a write renews a whole set's expiry: one set
   per user would never expire while its user keeps reporting, and would grow for ever
-  (seen in benchmarks/soak.py);
+  (found while making benchmarks/soak.py);
 * ``report:n:<digest>:<label>``  a counter: how many distinct users report the message that
   way now (a replaced report moves its user from one counter to the other), so that
   `ReportQueue.tally` can tell when enough users agree to learn a message globally.

@@ -549,6 +549,11 @@ def _setup_logging(config: Config) -> None:
 
 def run_milter(config_path: str | None = None) -> int:
     """Run the daemon in the foreground (what ``mailguard milter`` does)."""
+    # SIGHUP's default action ends the process, and `serve` installs the reload handler only
+    # after the model has loaded (seconds): a reload sent meanwhile (systemd's ExecReload, a
+    # deploy script) would kill a starting daemon. Ignored until then; the start-up reads the
+    # newest config and model anyway.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     config = load_config(config_path)
     _setup_logging(config)
     daemon = MilterDaemon(config, config_path)

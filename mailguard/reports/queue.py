@@ -11,7 +11,10 @@ that shares the store (SQLite file, Redis). Keys, all expiring after the retenti
   cut to ``max_stored_bytes``;
 * ``report:day:<YYYYMMDD>``  a set of ``<digest>:<user>`` per UTC day, so that reports since
   a time can be listed without scanning the store;
-* ``report:user:<user>:<label>``  a set of digests, for counts per user and label;
+* ``report:user:<user>:<label>:<YYYYMM>``  a set of digests per UTC month of the report, for
+  counts per user and label. Per month, because a write renews a whole set's expiry: one set
+  per user would never expire while its user keeps reporting, and would grow for ever
+  (found while making benchmarks/soak.py);
 * ``report:n:<digest>:<label>``  a counter: how many distinct users report the message that
   way now (a replaced report moves its user from one counter to the other), so that
   `ReportQueue.tally` can tell when enough users agree to learn a message globally.
@@ -44,6 +47,7 @@ from ..stores.base import Store
 __all__ = ["Report", "ReportOutcome", "ReportQueue", "ReportStatus", "check_source"]
 
 DAY = 86400.0
+_MONTH = 31 * DAY  # a month's set of a user's reports lives until its last report is past the retention
 _CHUNK = 500  # keys per get_many
 _FORMAT = b"\x01"  # first byte of a stored message: zlib follows
 _SOURCE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
@@ -152,7 +156,7 @@ class ReportQueue:
         report = Report(digest=digest, user=user, label=label, time=now, source=source, size=len(raw))
         # index first: a report that can be read is always listed (a listed one that cannot is skipped)
         await self.store.add_members(
-            {_day_key(now): [f"{digest}:{user}"], _user_key(user, label): [digest]}, ttl=self.retention + DAY
+            {_day_key(now): [f"{digest}:{user}"], _user_key(user, label, now): [digest]}, ttl=self.retention + _MONTH
         )
         await self.store.set_many(
             {rec_key: report.to_json(), _msg_key(digest): _FORMAT + zlib.compress(raw[: self.max_stored_bytes])},
@@ -164,7 +168,7 @@ class ReportQueue:
         await self.store.incr_many(votes, ttl=self.retention)
         if existing is None:
             return ReportOutcome(status=ReportStatus.NEW, report=report)
-        await self.store.remove_members({_user_key(user, existing.label): [digest]})
+        await self.store.remove_members({_user_key(user, existing.label, existing.time): [digest]})
         return ReportOutcome(status=ReportStatus.REPLACED, report=report, previous=existing.label)
 
     async def get(self, digest: str, user: str) -> Report | None:
@@ -177,9 +181,13 @@ class ReportQueue:
         return self._decompress(blob) if blob is not None else None
 
     async def counts(self, user: str) -> dict[str, int]:
-        """How many messages ``user`` reported as spam and as ham within the retention period."""
-        found = await self.store.get_members([_user_key(user, label) for label in _LABELS])
-        return {label: len(found.get(_user_key(user, label), ())) for label in _LABELS}
+        """How many messages ``user`` reported as spam and as ham within the retention period
+        (rounded out to whole months)."""
+        now = self._clock()
+        months = {_month(t) for t in _steps(now - self.retention, now + DAY, 28 * DAY)} | {_month(now + DAY)}
+        keys = {label: [f"report:user:{user}:{label}:{m}" for m in months] for label in _LABELS}
+        found = await self.store.get_members([k for ks in keys.values() for k in ks])
+        return {label: len(set().union(*(found.get(k, set()) for k in ks))) for label, ks in keys.items()}
 
     async def tally(self, digest: str) -> dict[str, int]:
         """How many distinct users report the message ``digest`` as spam and as ham: one read.
@@ -242,8 +250,17 @@ def _msg_key(digest: str) -> str:
     return f"report:msg:{digest}"
 
 
-def _user_key(user: str, label: str) -> str:
-    return f"report:user:{user}:{label}"
+def _user_key(user: str, label: str, when: float) -> str:
+    return f"report:user:{user}:{label}:{_month(when)}"
+
+
+def _month(when: float) -> str:
+    return time.strftime("%Y%m", time.gmtime(max(when, 0.0)))
+
+
+def _steps(start: float, stop: float, step: float) -> list[float]:
+    """``start``, ``start + step``, ... up to ``stop``: a time in every month between them."""
+    return [start + k * step for k in range(int((stop - start) // step) + 1)]
 
 
 def _count_key(digest: str, label: str) -> str:

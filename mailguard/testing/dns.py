@@ -78,7 +78,8 @@ class FakeDNS:
     """``with FakeDNS({("x.test", "A"): ["192.0.2.1"]}) as server:`` serves on 127.0.0.1:``server.port``.
 
     A name that is in no record gets NXDOMAIN; one that exists with other types, NOERROR and
-    no answer. ``servfail`` names (``"*"``: all) get SERVFAIL; ``delay`` sleeps before each answer.
+    no answer. ``servfail`` names (``"*"``: all) get SERVFAIL; ``delay`` sleeps before each answer;
+    ``pause()`` and ``resume()`` take the server away and bring it back on the same port.
     """
 
     def __init__(self, records: Records | None = None, *, delay: float = 0.0, servfail: Iterable[str] = ()) -> None:
@@ -111,9 +112,21 @@ class FakeDNS:
             self._threads.append(thread)
         return self
 
-    def stop(self) -> None:
+    def pause(self) -> None:
+        """Stop answering (an outage): the ports stay bound, questions are read by nobody."""
         for server in (self.udp, self.tcp):
             server.server.shutdown()
+        self._threads.clear()
+
+    def resume(self) -> None:
+        """Answer again after `pause` (questions queued meanwhile get late answers nobody awaits)."""
+        self.start()
+
+    def stop(self) -> None:
+        if self._threads:
+            for server in (self.udp, self.tcp):
+                server.server.shutdown()
+        for server in (self.udp, self.tcp):
             server.server.server_close()
 
     def __enter__(self) -> FakeDNS:

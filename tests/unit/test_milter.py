@@ -203,3 +203,34 @@ def test_per_recipient_thresholds_through_the_daemon(make_daemon):
     assert code == Milter.ACCEPT
     assert ("delrcpt", "<bob@example.net>") in rec.calls
     assert rec.headers()["X-Mailguard-Action"] == "junk"
+
+
+def test_sighup_while_the_daemon_starts_is_ignored_not_fatal(tmp_path, monkeypatch):
+    """SIGHUP kills a process by default; until `serve` installs the reload handler (after the
+    model loads) a reload request must not end the starting daemon (seen in benchmarks/faults.py)."""
+    import asyncio
+    import signal
+
+    from mailguard.milter import daemon
+
+    config = tmp_path / "mailguard.toml"
+    config.write_text(f'[store]\npath = "{tmp_path}/store.sqlite3"\n[scanner]\nscorers = []\n[milter]\nlog_file = "{tmp_path}/milter.log"\n')
+    seen = {}
+
+    def serve_stand_in(self):
+        seen["sighup"] = signal.getsignal(signal.SIGHUP)
+        asyncio.run(self.service.scanner.aclose())
+        self.service.loop.close()  # never started: nothing runs on it
+        return 0
+
+    monkeypatch.setattr(daemon.MilterDaemon, "serve", serve_stand_in)
+    previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    handlers = list(daemon.message_log.handlers)
+    try:
+        assert daemon.run_milter(str(config)) == 0
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+        for handler in set(daemon.message_log.handlers) - set(handlers):
+            daemon.message_log.removeHandler(handler)
+            handler.close()
+    assert seen["sighup"] is signal.SIG_IGN

@@ -439,3 +439,20 @@ def test_undecodable_file_names_are_shown_not_fatal(tmp_path):
     [item] = items(tmp_path)
     assert item.error is None and "\ufffdodd.eml" in item.where
     item.where.encode("utf-8")  # printable as it is
+
+
+def test_a_user_reporting_every_day_keeps_a_bounded_index():
+    """A write renews a whole set's expiry, so one set per user would grow for as long as the
+    user reports; the monthly sets expire and counts() covers the retention period only."""
+    clock = Clock()
+    store = MemoryStore(clock)
+    queue = ReportQueue(store, retention_days=30, clock=clock)
+    for day in range(200):
+        raw = make_message(SPAM_WORDS, subject=f"offer {day}", seed=day)
+        run(queue.add(raw, "bob@example.com", "spam", "cli"))
+        clock.now += 86400.0
+    counts = run(queue.counts("bob@example.com"))
+    assert 30 <= counts["spam"] <= 30 + 31 and counts["ham"] == 0  # the retention period, rounded out to months
+    index = [k for k in store._sets if k.startswith("report:user:bob@example.com:")]
+    live = run(store.get_members(index))
+    assert len(live) <= 3  # this month's set and the one or two the retention reaches back into

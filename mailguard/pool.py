@@ -165,6 +165,16 @@ class _Worker:
         self.dead = False  # its pipe closed: the jobs it held have been failed
         self.jobs: dict[int, concurrent.futures.Future[Any]] = {}
         self.send_lock = threading.Lock()
+        self.reap_lock = threading.Lock()  # see `join`
+
+    def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` for the process to exit; whether it has. One thread at a time:
+        two threads joining one process race in waitpid, and the loser is told the child is
+        still alive (multiprocessing reads ECHILD as "not yet"), which once made `close`
+        kill a worker that had already exited, and could hit a reused pid."""
+        with self.reap_lock:
+            self.process.join(timeout)
+            return self.process.exitcode is not None
 
     @property
     def pid(self) -> int | None:
@@ -246,11 +256,12 @@ class ScanPool:
             self._retire(worker)
         deadline = time.monotonic() + timeout
         for worker in workers:
-            worker.process.join(max(0.0, deadline - time.monotonic()))
-            if worker.process.is_alive():
+            if not worker.join(max(0.0, deadline - time.monotonic())):
                 log.warning("scanner worker %s still busy after %.0fs: killed", worker.pid, timeout)
-                worker.process.kill()
-                worker.process.join(5)
+                with worker.reap_lock:
+                    if worker.process.exitcode is None:  # not reaped meanwhile: its pid is still its own
+                        worker.process.kill()
+                worker.join(5)
 
     def __enter__(self) -> ScanPool:
         return self
@@ -328,7 +339,7 @@ class ScanPool:
                         future.set_exception(MailguardError(value))
             with self._changed:
                 self._changed.notify_all()
-        worker.process.join(5)
+        worker.join(5)
         worker.conn.close()
         code = worker.process.exitcode
         with self._lock:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
+import time
 
 from mailguard import Config, Hit, Scanner
 from mailguard.config import ScannerConfig, StoreConfig
@@ -36,3 +38,10 @@ async def pid_after(scanner: Scanner, seconds: float) -> int:
 
 async def explode(scanner: Scanner) -> None:
     raise ValueError("bad input")
+
+
+async def linger_at_exit(scanner: Scanner, seconds: float) -> int:
+    """Leave a (non-daemon) thread running, so this worker's exit comes ``seconds`` after it
+    closed its pipe: the parent's reader thread and close() then wait for it together."""
+    threading.Thread(target=time.sleep, args=(seconds,)).start()
+    return os.getpid()

@@ -20,7 +20,7 @@ from mailguard.errors import MailguardError
 from mailguard.pool import ScanPool, WorkerDied
 
 from ..conftest import HAM_WORDS, SAMPLES, make_message
-from .pool_jobs import explode, pid_after, stalling_scanner
+from .pool_jobs import explode, linger_at_exit, pid_after, stalling_scanner
 
 WAIT = 60.0  # upper bound for a worker to start or die: generous, only reached on a failure
 
@@ -69,6 +69,21 @@ def test_reload_replaces_every_worker_and_close_drains_what_they_hold():
     new_job = pool.submit(pid_after, 1.0)  # still running when close() is called
     pool.close()
     assert old_job.result(0) in before and new_job.result(0) in after  # answered, not WorkerDied
+
+
+def test_close_never_kills_a_worker_that_exited_when_told(caplog):
+    """A worker that takes a moment to exit after closing its pipe is waited for by two threads
+    at once: its reader (which reaps it) and close(). Two joins of one process race in waitpid,
+    and the loser was told "still alive": close() logged "still busy" and killed a worker that
+    had exited cleanly (or whatever process had its pid by then)."""
+    for _ in range(3):
+        pool = ScanPool(stalling_scanner, 2)
+        processes = [w.process for w in pool._all]
+        pids = {job.result(WAIT) for job in [pool.submit(linger_at_exit, 0.3) for _ in range(4)]}
+        assert pids <= {p.pid for p in processes}
+        pool.close()
+        assert [p.exitcode for p in processes] == [0, 0]  # exited by themselves, not killed
+    assert "still busy" not in caplog.text
 
 
 # -- the milter's answer for a message whose worker dies ---------------------------------------

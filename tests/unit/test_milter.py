@@ -214,7 +214,7 @@ def test_sighup_while_the_daemon_starts_is_ignored_not_fatal(tmp_path, monkeypat
     from mailguard.milter import daemon
 
     config = tmp_path / "mailguard.toml"
-    config.write_text(f'[store]\npath = "{tmp_path}/store.sqlite3"\n[scanner]\nscorers = []\n[milter]\nlog_file = "{tmp_path}/milter.log"\n')
+    config.write_text(f'[store]\npath = "{tmp_path}/store.sqlite3"\n[scanner]\nscorers = []\n[milter]\nworkers = 1\nlog_file = "{tmp_path}/milter.log"\n')  # in-process scanner: the stand-in closes it
     seen = {}
 
     def serve_stand_in(self):

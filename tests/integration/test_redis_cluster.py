@@ -187,7 +187,7 @@ def test_master_killed_fails_over_and_acknowledged_reports_survive(run, prefix, 
     acknowledged meanwhile; after the old master rejoins (as a replica) they are again."""
     message = make_message(SPAM_WORDS, subject="cheap offer", seed=11)
     with RedisClusterServers(node_timeout_ms=1000) as cluster:
-        durable = {"wait_replicas": 1, "timeout": 0.5}
+        durable = {"wait_replicas": 1, "timeout": 2.0}  # WAIT gets 1 s: a loaded machine delays a replica's ack
         with scanner_on(cluster.url, prefix, tiny_model, **durable) as a, scanner_on(cluster.url, prefix, tiny_model, **durable) as b:
             assert not b.scan_sync(message, user=USER).failures
             outcome = a.report_sync(message, "spam", user=USER)

@@ -27,7 +27,7 @@ from ..arrays import sorted_distinct
 from ..message.context import MessageContext
 from .tokens import hash_tokens, message_tokens
 
-__all__ = ["GRAM_BYTES", "SCRIPTS", "TextFeatures", "dominant_script", "bucket_of", "byte_grams", "gram_bytes", "named_tokens", "text_features", "user_salt"]
+__all__ = ["GRAM_BYTES", "SCRIPTS", "TextFeatures", "dominant_script", "bucket_of", "byte_grams", "gram_bytes", "named_tokens", "script_of", "text_features", "user_salt"]
 
 # Writing systems a message's text is mostly in: the model counts the ham it learned of each,
 # so a script it never saw ham of is not taken for spam on its own (see online.py).
@@ -45,6 +45,7 @@ _SCRIPT_LETTERS = [
     ("devanagari", re.compile(r"[\u0900-\u097f]")),
 ]
 _SCRIPT_CHARS = 4000  # of subject and body text looked at
+_ASCII_LETTERS = bytes(range(65, 91)) + bytes(range(97, 123))
 
 GRAM_BYTES = 3000  # the head of the raw message read for 4-grams (TREC 2007's best used 2,500-3,000)
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads ids before the top bits are taken
@@ -116,7 +117,15 @@ def dominant_script(ctx: MessageContext) -> int:
     """The script most letters of the subject and body text are in (an index into SCRIPTS;
     0 when the text has no letters). Hangul, kana and Han are told apart; a Japanese text
     mixes kana and Han, and counts as kana when kana is a fifth of its letters or more."""
-    text = (ctx.subject + " " + ctx.text)[:_SCRIPT_CHARS]
+    return script_of((ctx.subject + " " + ctx.text)[:_SCRIPT_CHARS])
+
+
+def script_of(text: str) -> int:
+    """`dominant_script` of a text. ASCII text can only hold Latin letters: counted in one
+    C pass (most mail; ten regex scans cost 5% of a scan); anything else by the patterns."""
+    if text.isascii():
+        raw = text.encode("ascii")
+        return SCRIPTS.index("latin") if len(raw.translate(None, _ASCII_LETTERS)) < len(raw) else 0
     counts = {name: len(pattern.findall(text)) for name, pattern in _SCRIPT_LETTERS}
     if counts["kana"] and counts["kana"] * 5 >= counts["kana"] + counts["han"]:
         counts["kana"] += counts.pop("han")

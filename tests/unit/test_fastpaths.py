@@ -15,6 +15,7 @@ import pytest
 from xxhash import xxh3_64_intdigest
 
 from mailguard.classifier import tokens as tokenize
+from mailguard.classifier.features import script_of
 from mailguard.message import relay, urls
 from mailguard.scorers import behaviour_features as behaviour
 from mailguard.scorers import minhash as fingerprint
@@ -258,3 +259,14 @@ def test_behaviour_static_hits_are_shared_by_the_recipients_of_one_message():
     first, second = asyncio.run(scorer.score(alice)), asyncio.run(scorer.score(bob))
     assert first == second == behaviour.static_hits(ctx, scorer.settings)
     assert first is not second  # each scan may extend its own list
+
+
+def test_script_of_ascii_text_matches_the_script_patterns():
+    """ASCII text is counted without the ten regexes; the answer must be the patterns' own.
+    A snowman (in no script) appended sends the same text down the pattern path."""
+    atoms = ["a", "Z", "7", " ", "\n", "-", "@", "_", "\x00", "\x7f", "[", "`", "{", "é", "中", "カ", "한", "Ж"]
+    texts = ["", "1234 !!", "Hello", "z", "@[`{", *random_texts(atoms, 3000), *random_texts(atoms[:13], 3000)]
+    assert sum(t.isascii() for t in texts) > 3000  # the fast path is what is being compared
+    for text in texts:
+        assert script_of(text) == script_of(text + "\u2603"), text
+    assert {script_of(t) for t in texts} >= {0, 1}  # both answers of the fast path occur

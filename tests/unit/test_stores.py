@@ -432,3 +432,15 @@ def test_sqlite_log_after_close_raises_store_error(tmp_path):
         run(s.append_log("l", b"x"))
     with pytest.raises(StoreError):
         run(s.read_log("l", 0))
+
+
+def test_a_read_sees_the_writes_issued_before_it(store):
+    """Concurrent callers (a scorer counting a message, then reading its window) see the
+    store in the order they called it (behaviour's rate counters rely on it; a store that
+    queues writes, as RedisStore does, must keep that order)."""
+
+    async def count_then_read() -> tuple[object, dict[str, float]]:
+        return await asyncio.gather(store.incr_many({"rate:1": 1.0}), store.get_counters(["rate:1"]))
+
+    assert run(count_then_read())[1] == {"rate:1": 1.0}
+    assert run(count_then_read())[1] == {"rate:1": 2.0}

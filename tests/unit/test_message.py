@@ -8,7 +8,6 @@ import dataclasses
 import email.header
 import hashlib
 import io
-import time
 import zipfile
 import zlib
 from email.message import EmailMessage
@@ -536,15 +535,14 @@ def test_truncated_at_max_parse_bytes():
     assert ctx.digest == hashlib.sha256(raw).hexdigest()  # identity still covers every byte
 
 
-def test_real_50mb_message_is_bounded_and_fast():
+def test_real_50mb_message_is_bounded():
+    """Only the first max_parse_bytes are parsed (how long that takes is benchmarks/fuzz.py's
+    slowest scan, not a timed test)."""
     line = b"spam words http://big.example.com/ " * 2 + b"\r\n"
     raw = raw_message(line * (50 * 1024 * 1024 // len(line)))
     assert len(raw) > 50_000_000
-    start = time.perf_counter()
     ctx = MessageContext(raw)
     touch_all_views(ctx)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 3.0
     assert "spam words" in ctx.text
     assert len(ctx.text) <= ctx.limits.max_part_text_bytes
     assert any("only the first" in p for p in ctx.problems)

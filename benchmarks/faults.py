@@ -44,6 +44,8 @@ from mailguard.testing import ClamdServer, PostfixInstance, RedisServer
 from mailguard.testing.dns import FakeDNS
 from mailguard.testing.system import free_port
 
+from common import drop_smtp  # benchmarks/common.py, beside this file
+
 REPO = Path(__file__).resolve().parent.parent
 ID_HEADER = re.compile(rb"^X-Faults-Id: (\d+)\r?$", re.M)
 SENDER_DOMAIN = "sender.mailguard.test"
@@ -224,7 +226,7 @@ def client(pf: PostfixInstance, jobs: list[tuple[int, bytes]], tally: Tally, giv
                     try:
                         smtp.rset()  # type: ignore[union-attr]
                     except (smtplib.SMTPException, OSError):
-                        smtp = _drop(smtp)
+                        smtp = drop_smtp(smtp)
                     break
             except (smtplib.SMTPException, OSError):
                 if sent_data:
@@ -233,22 +235,13 @@ def client(pf: PostfixInstance, jobs: list[tuple[int, bytes]], tally: Tally, giv
             with tally.lock:
                 tally.tempfails[n] += 1
                 tally.events.append((time.monotonic(), n))
-            smtp = _drop(smtp)
+            smtp = drop_smtp(smtp)
             time.sleep(0.5)
         with tally.lock:
             tally.final[n] = outcome
             tally.finished.append(time.monotonic())
             tally.done += 1
-    _drop(smtp)
-
-
-def _drop(smtp: smtplib.SMTP | None) -> None:
-    if smtp is not None:
-        try:
-            smtp.quit()
-        except (smtplib.SMTPException, OSError):
-            smtp.close()
-    return None
+    drop_smtp(smtp)
 
 
 def wait_done(tally: Tally, share: float, total: int) -> None:

@@ -32,6 +32,8 @@ import numpy as np
 from mailguard.testing.system import free_port
 from mailguard.testing import PostfixInstance
 
+from common import drop_smtp  # benchmarks/common.py, beside this file
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -86,27 +88,18 @@ def client(pf: PostfixInstance, jobs: list[tuple[int, bytes]], counts: Counts, m
                     break
                 with counts.lock:
                     counts.tempfails += 1
-                smtp = _drop(smtp)
+                smtp = drop_smtp(smtp)
                 time.sleep(0.2)
             except (smtplib.SMTPException, OSError) as exc:
                 with counts.lock:
                     counts.tempfails += 1
                     counts.errors.append(f"message {i} try {attempt}: {type(exc).__name__}: {exc}")
-                smtp = _drop(smtp)
+                smtp = drop_smtp(smtp)
                 time.sleep(0.2)
         else:
             with counts.lock:
                 counts.errors.append(f"message {i}: gave up after {max_tries} tries")
-    _drop(smtp)
-
-
-def _drop(smtp: smtplib.SMTP | None) -> None:
-    if smtp is not None:
-        try:
-            smtp.quit()
-        except (smtplib.SMTPException, OSError):
-            smtp.close()
-    return None
+    drop_smtp(smtp)
 
 
 def run(pf: PostfixInstance, messages: list[bytes], clients: int) -> tuple[Counts, float]:

@@ -22,6 +22,8 @@ from mailguard.pool import ScanPool, WorkerDied
 from ..conftest import HAM_WORDS, SAMPLES, make_message
 from .pool_jobs import explode, linger_at_exit, pid_after, stalling_scanner
 
+pytestmark = pytest.mark.real_clock  # workers are started, killed and waited for in real time
+
 WAIT = 60.0  # upper bound for a worker to start or die: generous, only reached on a failure
 
 

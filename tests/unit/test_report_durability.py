@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from mailguard.reports.queue import ReportQueue
 from mailguard.reports.sources import report_digest
 from mailguard.stores.sqlite import SqliteStore
@@ -45,6 +47,7 @@ READER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.real_clock  # waits for its child process with a timeout
 def test_acknowledged_report_survives_sigkill_of_the_process(tmp_path):
     path = tmp_path / "store.sqlite3"
     raw = make_message(SPAM_WORDS, subject="offer", seed=4242)

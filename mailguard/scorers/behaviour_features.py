@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 
-from ..message.context import MessageContext, ReceivedHop
+from ..message.context import MessageContext, ReceivedHop, parse_date
 from ..message.relay import Network, Relay, client_relay, is_trusted, normalize_ip
 from ..result import Hit
 from ..message.urls import Url, _psl, extract_urls, registered_domain  # _psl: the one loaded suffix list
@@ -125,10 +125,7 @@ def _aware(value: datetime) -> datetime:
 
 
 def _parse_date(text: str) -> datetime | None:
-    try:
-        value = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
+    value = parse_date(text)
     return _aware(value) if value is not None else None
 
 

@@ -56,7 +56,7 @@ from ..auth.dkim import DkimResult, shared_dkim_results
 from ..auth.dmarc import from_domains, org_domain
 from ..dns import Answer, Resolver
 from ..errors import ConfigError, ScorerError
-from ..message.context import MessageContext
+from ..message.context import MessageContext, parse_date
 from ..policy import canonical_user
 from ..message.relay import DEFAULT_TRUSTED_NETWORKS, Network, client_relay, parse_networks
 from ..result import Hit
@@ -132,13 +132,7 @@ def message_time(ctx: MessageContext) -> float | None:
         stamp = _timestamp(hop.date)
         if stamp is not None:
             return stamp
-    text = ctx.header("date")
-    if not text:
-        return None
-    try:
-        return _timestamp(email.utils.parsedate_to_datetime(text))
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
+    return _timestamp(parse_date(ctx.header("date")))
 
 
 def _domain(text: str) -> str | None:

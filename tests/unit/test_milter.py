@@ -4,6 +4,8 @@ in tests/integration/test_milter.py."""
 
 from __future__ import annotations
 
+import email.header
+
 import pytest
 
 from mailguard import Action, Config, Hit
@@ -117,6 +119,23 @@ def test_fold_header_keeps_lines_short_and_words_whole():
     folded = fold_header("X-Mailguard-Report", value)
     assert all(len(line) <= 78 for line in folded.split("\n"))
     assert " ".join(folded.split()) == value
+
+
+@pytest.mark.parametrize("subject", ["[SPAM] " + "word " * 400, "[SPAM] " + "x" * 2000, "[SPAM] " + "é" * 2000])
+def test_a_long_rewritten_subject_is_folded_within_the_line_limit(subject):
+    """A spam Subject of any length goes back to the MTA in lines of at most 998 octets
+    (found by benchmarks/fuzz.py: a tagged ASCII subject of ~1,400 characters in one line)."""
+    rec = Recorder()
+    apply_verdicts(rec, {"<b@x>": verdict(Action.JUNK, 6, subject=subject)}, has_subject=True)
+    (value,) = [c[3] for c in rec.calls if c[:3] == ("chgheader", "Subject", 1)]
+    assert all(len(line.encode()) <= 998 - len("Subject: ") for line in value.split("\n"))
+    assert str(email.header.make_header(email.header.decode_header(value))).split() == subject.split()
+
+
+def test_a_short_subject_is_sent_as_it_is():
+    rec = Recorder()
+    apply_verdicts(rec, {"<b@x>": verdict(Action.JUNK, 6, subject="[SPAM]  two  spaces")}, has_subject=True)
+    assert ("chgheader", "Subject", 1, "[SPAM]  two  spaces") in rec.calls
 
 
 def test_milter_config_is_validated():

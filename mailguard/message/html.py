@@ -49,6 +49,9 @@ def html_to_text(html: str) -> HtmlText:
             links.append((href.strip(), " ".join(anchor.text_content().split())))
     images = sum(1 for _ in doc.iter("img"))
     for element in doc.iter(*_BLOCK):  # a line break before and after each block
-        element.text = "\n" + (element.text or "")
-        element.tail = "\n" + (element.tail or "")
+        text, tail = element.text or "", element.tail or ""  # (a refused assignment clears the old value)
+        try:
+            element.text, element.tail = "\n" + text, "\n" + tail
+        except ValueError:  # a character reference (&#8) made one XML forbids: lxml refuses it back
+            element.text, element.tail = "\n" + _NOT_XML.sub(" ", text), "\n" + _NOT_XML.sub(" ", tail)
     return HtmlText(doc.text_content(), links, images)

@@ -156,14 +156,14 @@ def main() -> int:
     started = time.perf_counter()
     if args.scores:
         kept, y, ours = scores_from(args.scores, samples)
-        ours_time = f"scores of {args.scores}"
+        ours_source = f"scores of {args.scores}"
     else:
         kept, y, ours, _ = cross_validate(samples, config=Config(), k=5)
-        ours_time = f"{time.perf_counter() - started:.0f} s train+scan, 5 folds"
+        ours_source = f"{time.perf_counter() - started:.0f} s train+scan, 5 folds"
     print(f"{args.corpus}: {len(kept)} messages, 5 folds, pooled held-out scores\n")
     print("| filter | 1-AUC | caught at 0 FP | caught at 2 FP | at its default threshold | time |")
     print("|---|---|---|---|---|---|")
-    print(row("mailguard", quality_metrics(y, ours, LEVELS["medium"].required), ours_time))
+    print(row("mailguard", quality_metrics(y, ours, LEVELS["medium"].required), ours_source))
     if shutil.which("bogofilter") is None:
         print("| bogofilter | not installed (apt-get install bogofilter) | | | | |")
         return 0

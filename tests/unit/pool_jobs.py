@@ -25,10 +25,28 @@ class StallScorer:
         return [Hit("OK")]
 
 
+class DieScorer:
+    """Ends its worker process at once on a message whose subject says "die" (as a crash in a
+    C library would); says OK otherwise."""
+
+    name = "die"
+    info = ScorerInfo(group="die", symbols={"OK": ""}, default_weights={"OK": 0.0})
+
+    async def score(self, ctx):
+        if "die" in (ctx.subject or ""):
+            os._exit(70)
+        return [Hit("OK")]
+
+
 def stalling_scanner() -> Scanner:
     """A worker's scanner: memory store, no model, one StallScorer."""
     config = Config(store=StoreConfig(backend="memory"), scanner=ScannerConfig(deadline=7200.0))
     return Scanner(config, scorers=[StallScorer()])
+
+
+def dying_scanner() -> Scanner:
+    """A worker's scanner: memory store, no model, one DieScorer."""
+    return Scanner(Config(store=StoreConfig(backend="memory")), scorers=[DieScorer()])
 
 
 async def pid_after(scanner: Scanner, seconds: float) -> int:

@@ -5,6 +5,7 @@ for a state, they never assert on how long anything took."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import threading
@@ -14,13 +15,14 @@ from pathlib import Path
 import pytest
 
 from mailguard import Config
+from mailguard import cli
 from mailguard.cli import main
 from mailguard.config import MilterConfig, StoreConfig
 from mailguard.errors import MailguardError
 from mailguard.pool import ScanPool, WorkerDied
 
 from ..conftest import HAM_WORDS, SAMPLES, make_message
-from .pool_jobs import explode, linger_at_exit, pid_after, stalling_scanner
+from .pool_jobs import dying_scanner, explode, linger_at_exit, pid_after, stalling_scanner
 
 pytestmark = pytest.mark.real_clock  # workers are started, killed and waited for in real time
 
@@ -143,3 +145,19 @@ def test_scan_jobs_2_prints_what_jobs_1_prints_in_the_same_order(tmp_path, capsy
     lines = out.splitlines()
     assert len(lines) == len(list(Path(SAMPLES).iterdir())) + 1
     assert [line.split(":")[0] for line in lines] == sorted(str(p) for p in Path(SAMPLES).iterdir()) + [str(SAMPLES / "ham-agenda.eml")]
+
+
+def test_scan_jobs_a_worker_dying_fails_the_files_it_held_and_the_run_goes_on(tmp_path):
+    files = []
+    for i in range(2 * cli._BATCH + 3):  # the worker holding the first batch dies on its fourth file
+        files.append(tmp_path / f"{i:03}.eml")
+        files[-1].write_bytes(make_message(HAM_WORDS, subject="die" if i == 3 else f"note {i}", seed=i))
+    args = argparse.Namespace(paths=[str(tmp_path)], user=None, learn=False, json=False)
+    with ScanPool(dying_scanner, 2) as pool:
+        outcomes = list(cli._scan_in_workers(args, pool))
+    assert [line.split(":")[0] for line, _ in outcomes] == [str(f) for f in files]  # input order, none lost
+    batches = [outcomes[i : i + cli._BATCH] for i in range(0, len(outcomes), cli._BATCH)]
+    died = [all(action is None and "not scanned: scanner worker" in line and "exited (code 70)" in line for line, action in b) for b in batches]
+    scanned = [all(action == "accept" for _, action in b) for b in batches]
+    assert died[0] and scanned[1]  # the dead worker's batch; the other worker's
+    assert all(d != s for d, s in zip(died, scanned))  # a batch fails whole (its worker died) or is scanned whole

@@ -1,5 +1,8 @@
 """Array helpers on the scan's hot path.
 
+`strongest_three`: a message's explanation names its three heaviest features out of ~2,000;
+a full sort of them cost 42 us per scan, a partition 20.
+
 Why not ``np.unique``: since numpy 2.3 it hashes, which costs ten to fifteen times a sort on
 the few thousand ids a message has (0.6 ms against 0.04 ms for 4,000 ids, measured), and it
 ran three times per scan.
@@ -9,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["sorted_distinct"]
+__all__ = ["sorted_distinct", "strongest_three"]
 
 
 def sorted_distinct(values: np.ndarray) -> np.ndarray:
@@ -21,3 +24,17 @@ def sorted_distinct(values: np.ndarray) -> np.ndarray:
     keep[0] = True
     np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
     return ordered[keep]
+
+
+def strongest_three(values: np.ndarray) -> np.ndarray:
+    """The indices of the three largest values, largest first: ``np.argsort(-values)[:3]``.
+    When values tie at or within the top three, that order is the sort's own, so the sort
+    gives it (it never happened on the corpus; the answer stays the same either way)."""
+    if len(values) <= 3:
+        return np.argsort(-values)[:3]
+    top = np.argpartition(values, len(values) - 3)[-3:]
+    best = values[top]
+    third = best.min()
+    if np.isnan(third) or np.count_nonzero(values >= third) > 3 or best[0] == best[1] or best[1] == best[2] or best[0] == best[2]:
+        return np.argsort(-values)[:3]
+    return top[np.argsort(-best)]

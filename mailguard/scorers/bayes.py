@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ..arrays import strongest_three
 from ..classifier.features import SCRIPTS, TextFeatures, bucket_of, gram_bytes, named_tokens, text_features, user_salt
 from ..classifier.online import OnlineClassifier, Update
 from ..errors import ConfigError, StoreError
@@ -205,7 +206,7 @@ class BayesScorer:
         weight = model.weights_[bucket_of(ids, bits)].astype(np.float64)
         if salt and salt in model.totals_:
             weight += model.weights_[bucket_of(ids, bits, salt)]
-        top = np.argsort(-np.abs(weight))[:3]
+        top = strongest_three(np.abs(weight))
         strongest = ", ".join(
             f"{names[i][:40] if i < len(names) else repr(gram_bytes(int(ids[i])))[1:]} {weight[i]:+.2f}" for i in top if weight[i]
         )

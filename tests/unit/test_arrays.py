@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mailguard.arrays import sorted_distinct
+from mailguard.arrays import sorted_distinct, strongest_three
 
 
 @pytest.mark.parametrize("dtype", [np.uint32, np.uint64, np.int64])
@@ -18,3 +18,22 @@ def test_sorted_distinct_leaves_its_input_alone():
     values = np.array([3, 1, 3, 2], dtype=np.uint64)
     sorted_distinct(values)
     assert values.tolist() == [3, 1, 3, 2]
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 4, 5, 40, 2000])
+def test_strongest_three_gives_what_a_full_sort_gives(size):
+    rng = np.random.default_rng(size)
+    cases = [
+        np.abs(rng.normal(size=size)),  # distinct: the partition's path
+        rng.integers(0, 4, size=size).astype(np.float64),  # ties everywhere: the sort's path
+        np.abs(rng.normal(size=size)).astype(np.float32).astype(np.float64),  # weights as the model holds them
+        np.zeros(size),
+    ]
+    if size > 3:
+        tied = np.abs(rng.normal(size=size))
+        tied[rng.choice(size, 2, replace=False)] = tied.max() + 1.0  # the two largest equal
+        with_nan = np.abs(rng.normal(size=size))
+        with_nan[size // 2] = np.nan
+        cases += [tied, with_nan]
+    for values in cases:
+        assert strongest_three(values).tolist() == np.argsort(-values)[:3].tolist()

@@ -8,14 +8,50 @@
 From asyncio code, ``await scanner.scan(raw_bytes, envelope)``.
 """
 
-from .config import Config, load_config
-from .errors import ConfigError, MailguardError, MilterError, ModelError, ScorerError, StoreError, VirusScanError
-from .message.context import Envelope, MessageContext
-from .model import ModelBundle, load_model
-from .policy import Thresholds
-from .result import Action, Contribution, Hit, ScanResult, ScorerFailure, Verdict
-from .scanner import Scanner
-from .scorer import Scorer, ScorerInfo, Services
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# What ``from mailguard import X`` gives, and the module it lives in. Imported on first use:
+# importing the whole scanner (numpy, scipy, dnspython, the model code) takes half a second,
+# which a process that only reads a config or starts scan workers should not pay.
+_EXPORTS = {
+    "Action": "result", "Contribution": "result", "Hit": "result", "ScanResult": "result",
+    "ScorerFailure": "result", "Verdict": "result",
+    "Config": "config", "load_config": "config",
+    "ConfigError": "errors", "MailguardError": "errors", "MilterError": "errors", "ModelError": "errors",
+    "ScorerError": "errors", "StoreError": "errors", "VirusScanError": "errors",
+    "Envelope": "message.context", "MessageContext": "message.context",
+    "ModelBundle": "model", "load_model": "model",
+    "Thresholds": "policy",
+    "Scanner": "scanner",
+    "Scorer": "scorer", "ScorerInfo": "scorer", "Services": "scorer",
+}
+
+if TYPE_CHECKING:
+    from .config import Config, load_config
+    from .errors import ConfigError, MailguardError, MilterError, ModelError, ScorerError, StoreError, VirusScanError
+    from .message.context import Envelope, MessageContext
+    from .model import ModelBundle, load_model
+    from .policy import Thresholds
+    from .result import Action, Contribution, Hit, ScanResult, ScorerFailure, Verdict
+    from .scanner import Scanner
+    from .scorer import Scorer, ScorerInfo, Services
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
 
 __version__ = "0.1.0"
 

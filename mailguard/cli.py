@@ -23,20 +23,23 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from . import __version__
-from .message.addresses import canonical_address
 from .config import Config, StoreConfig, load_config
 from .errors import MailguardError
-from .learning.datasets import Sample, load_corpus
-from .model import ModelBundle, load_model, save_model
-from .policy import LEVELS
+from .message.addresses import canonical_address
 from .pool import ScanPool, core_count
-from .reports.queue import check_source
-from .reports.sources import arf_label, iter_messages
-from .result import ScanResult
-from .scanner import Scanner
+from .thresholds import LEVELS
+
+# The scanner, the model and the report readers are imported by the commands that use them:
+# with them, importing this module took half a second, which `scan --jobs` paid before it
+# could start its workers (each of them imports the scanner anyway).
+if TYPE_CHECKING:
+    from .learning.datasets import Sample
+    from .model import ModelBundle
+    from .result import ScanResult
+    from .scanner import Scanner
 
 __all__ = ["main"]
 
@@ -171,6 +174,8 @@ async def _scan_batch(scanner: Scanner, paths: list[Path], user: str | None, lea
 
 def _scanner_for(args: argparse.Namespace) -> Scanner:
     """A worker's scanner for ``scan --jobs`` (runs in the worker process)."""
+    from .scanner import Scanner
+
     return Scanner(_load_config(args))
 
 
@@ -217,6 +222,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     if jobs > 1:
         with ScanPool(functools.partial(_scanner_for, args), jobs) as pool:
             return _print_scans(args, _scan_in_workers(args, pool))
+    from .scanner import Scanner
+
     scanner = Scanner(_load_config(args))
     try:
         return _print_scans(args, _scan_here(args, scanner))
@@ -225,7 +232,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .learning.datasets import load_corpus
     from .learning.train import train
+    from .model import save_model
 
     config = _load_config(args)
     samples, errors = load_corpus(args.labels, args.root)
@@ -250,6 +259,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _seed_store(config: Config, bundle: ModelBundle, samples: list[Sample], progress: _Progress) -> int:
     """What `mailguard train` teaches the store in service: the corpus's senders and fingerprints."""
     from .learning.train import read_sample, seed
+    from .scanner import Scanner
 
     labelled = []
     for sample in samples:
@@ -266,7 +276,10 @@ def _seed_store(config: Config, bundle: ModelBundle, samples: list[Sample], prog
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .learning.evaluate import quality_metrics  # scipy.stats and scikit-learn: 2.5 s of imports no scan needs
+    import numpy as np
+
+    from .learning.datasets import load_corpus
+    from .learning.evaluate import quality_metrics  # scipy.stats and scikit-learn: 2.5 s of imports
     from .learning.train import cross_validate
 
     config = _load_config(args)
@@ -306,6 +319,8 @@ def format_metrics(m: dict[str, float], title: str) -> str:
 
 
 def cmd_user(args: argparse.Namespace) -> int:
+    from .scanner import Scanner
+
     config = _load_config(args)
     scanner = Scanner(config, scorers=[])
     try:
@@ -370,6 +385,8 @@ async def _user(args: argparse.Namespace, scanner: Scanner) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from .scanner import Scanner
+
     scanner = Scanner(_load_config(args))
     try:
         report = scanner.health_sync()
@@ -382,6 +399,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 async def _report(args: argparse.Namespace, scanner: Scanner) -> int:
     """One line per message (status and digest prefix), errors on stderr, a summary last."""
+    from .reports.sources import arf_label, iter_messages
+
     config = scanner.config
     budget = args.max_messages if args.max_messages is not None else config.users.report_max_messages
     counts = {"new": 0, "duplicate": 0, "replaced": 0, "stale": 0, "failed": 0}
@@ -423,6 +442,9 @@ def _report_user(scanner: Scanner, user: str) -> str:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from .reports.queue import check_source
+    from .scanner import Scanner
+
     if args.source is not None:
         check_source(args.source)
     if args.max_messages is not None and args.max_messages < 1:
@@ -450,6 +472,7 @@ def _reports_since(value: str) -> tuple[bool, float | None]:
 
 
 def cmd_retrain(args: argparse.Namespace) -> int:
+    from .learning.datasets import load_corpus
     from .learning.retrain import EXIT_REFUSED, RetrainSettings, format_comparison, retrain
 
     config = _load_config(args)
@@ -479,7 +502,7 @@ def cmd_retrain(args: argparse.Namespace) -> int:
 
 
 def cmd_model(args: argparse.Namespace) -> int:
-    from .model import history, is_versioned, list_versions, promote, rollback
+    from .model import history, is_versioned, list_versions, load_model, promote, rollback
 
     root = Path(_load_config(args).model.path)
     if args.action == "rollback":

@@ -38,10 +38,12 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import MailguardError
-from .scanner import Scanner
+
+if TYPE_CHECKING:
+    from .scanner import Scanner
 
 __all__ = ["ScanPool", "WorkerDied", "core_count"]
 
@@ -50,7 +52,7 @@ log = logging.getLogger("mailguard.pool")
 # A job: a module-level coroutine function called as ``await job(scanner, *args)`` in a worker
 # (pickled by name, so it must be importable there).
 Job = Callable[..., Awaitable[Any]]
-ScannerFactory = Callable[[], Scanner]
+ScannerFactory = Callable[[], "Scanner"]
 
 _RESTART_PAUSE = 1.0  # seconds before restarting a worker that died before it was ready
 

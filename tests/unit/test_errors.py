@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import inspect
 import pkgutil
 from pathlib import Path
@@ -49,16 +50,16 @@ def test_package_all_names_exist():
     assert mailguard.__all__ == sorted(mailguard.__all__)
 
 
-def test_package_all_matches_imported_public_names():
+def test_package_all_matches_the_names_imported_on_first_use():
+    """``from mailguard import X`` works for exactly the names of ``__all__``, each the object its
+    module defines, and type checkers are shown the same names (the TYPE_CHECKING imports)."""
+    assert set(mailguard._EXPORTS) == set(mailguard.__all__)
+    for name, module in mailguard._EXPORTS.items():
+        assert getattr(mailguard, name) is getattr(importlib.import_module(f"mailguard.{module}"), name), name
     tree = ast.parse(Path(mailguard.__file__).read_text("utf-8"))
-    imported = {
-        alias.asname or alias.name
-        for node in tree.body
-        if isinstance(node, ast.ImportFrom)
-        for alias in node.names
-        if not (alias.asname or alias.name).startswith("_")
-    }
-    assert imported == set(mailguard.__all__)
+    checked = next(node for node in tree.body if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING")
+    shown = {alias.asname or alias.name for node in checked.body if isinstance(node, ast.ImportFrom) for alias in node.names}
+    assert shown == set(mailguard.__all__)
 
 
 @pytest.mark.parametrize(

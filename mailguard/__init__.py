@@ -10,12 +10,12 @@ From asyncio code, ``await scanner.scan(raw_bytes, envelope)``.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-# What ``from mailguard import X`` gives, and the module it lives in. Imported on first use:
-# importing the whole scanner (numpy, scipy, dnspython, the model code) takes half a second,
-# which a process that only reads a config or starts scan workers should not pay.
+from .lazy import lazy_attributes
+
+# What ``from mailguard import X`` gives, and the module it lives in, imported on first use
+# (mailguard/lazy.py says why).
 _EXPORTS = {
     "Action": "result", "Contribution": "result", "Hit": "result", "ScanResult": "result",
     "ScorerFailure": "result", "Verdict": "result",
@@ -40,13 +40,7 @@ if TYPE_CHECKING:
     from .scorer import Scorer, ScorerInfo, Services
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _EXPORTS)
 
 
 def __dir__() -> list[str]:

@@ -22,7 +22,6 @@ import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from . import __version__

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..arrays import strongest_three
 from ..classifier.features import SCRIPTS, TextFeatures, bucket_of, gram_bytes, named_tokens, text_features, user_salt
-from ..classifier.online import OnlineClassifier, Update
+from ..classifier.online import OnlineClassifier, Update, pack_delta
 from ..errors import ConfigError, StoreError
 from ..message.context import MessageContext
 from ..policy import canonical_user
@@ -86,6 +86,7 @@ class BayesScorer:
         self.snapshot_key = f"{self.log_name}:snapshot"
         self.cursor = 0  # the newest update of the log this copy holds
         self._lock = asyncio.Lock()
+        self._compacting = asyncio.Lock()  # snapshots are written in the order they were taken
 
     @classmethod
     def from_config(cls, section: Mapping[str, Any], services: Services) -> BayesScorer:
@@ -163,12 +164,17 @@ class BayesScorer:
         self.model, self.cursor = model, cursor
 
     async def _compact(self) -> None:
-        """Write this copy's learned state as the snapshot, then trim the log it covers."""
-        async with self._lock:
-            await self._catch_up()
-            blob = self.cursor.to_bytes(8, "little") + self.model.delta_from(self.base)
+        """Write this copy's learned state as the snapshot, then trim the log it covers. The
+        state is taken under the lock (tens of ms); compressing it took up to 2 s on the
+        event loop once much of the table was learned, stalling every scan of the process,
+        so it runs in a thread while scans go on. One compaction at a time, in order."""
+        async with self._compacting:
+            async with self._lock:
+                await self._catch_up()
+                cursor, delta = self.cursor, self.model.delta_arrays(self.base)
+            blob = cursor.to_bytes(8, "little") + await asyncio.to_thread(pack_delta, delta)
             await self.store.set(self.snapshot_key, blob, ttl=self.snapshot_ttl)
-            await self.store.trim_log(self.log_name, self.cursor)
+            await self.store.trim_log(self.log_name, cursor)
 
     # -- scanning and learning --------------------------------------------------------------
 

@@ -5,11 +5,14 @@ update, never the scan."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 
 from mailguard.errors import StoreError
 from mailguard.message import MessageContext
+from mailguard.classifier.online import pack_delta
+from mailguard.scorers import bayes as bayes_scorer
 from mailguard.scorers.bayes import BayesScorer
 from mailguard.stores import MemoryStore, SqliteStore
 
@@ -64,6 +67,40 @@ def test_snapshots_trim_the_log_and_a_new_node_starts_from_them(tiny_model, tmp_
         raw = make_message(SPAM_WORDS + HAM_WORDS, subject="mixed", seed=300 + n)
         assert value(fresh, raw) == pytest.approx(value(a, raw), abs=1e-4)
     assert fresh.cursor == 25
+
+
+def test_scans_go_on_while_a_snapshot_is_compressed(tiny_model, monkeypatch):
+    """Compressing a snapshot took up to 2 s once much of the table was learned; it runs in a
+    thread, outside the lock scans take. The stand-in compressor waits until a scan has been
+    answered: on the event loop, or under the lock, it would wait in vain and fail."""
+    store = MemoryStore()
+    node = BayesScorer(tiny_model.bayes, store, compact_every=10)
+    compressing, scanned = threading.Event(), threading.Event()
+
+    def pack_after_a_scan(arrays):
+        compressing.set()
+        if not scanned.wait(60):  # a bound reached only on failure
+            raise AssertionError("no scan was answered while the snapshot was compressed")
+        return pack_delta(arrays)
+
+    monkeypatch.setattr(bayes_scorer, "pack_delta", pack_after_a_scan)
+
+    async def scenario() -> list:
+        for n in range(9):
+            await node.learn(MessageContext(make_message(SPAM_WORDS, subject="offer", seed=700 + n)), "spam")
+        tenth = asyncio.create_task(node.learn(MessageContext(make_message(HAM_WORDS, subject="notes", seed=710)), "ham"))
+        await asyncio.to_thread(compressing.wait, 60)
+        hits = await node.score(MessageContext(WEBINAR))
+        scanned.set()
+        await tenth
+        return hits
+
+    hits = run(scenario())
+    assert hits[0].symbol == "BAYES" and node.cursor == 10
+    last, kept = run(store.read_log(node.log_name, 0))
+    assert last == 10 and kept == []  # the snapshot was written and the log trimmed behind it
+    fresh = BayesScorer(tiny_model.bayes, store)
+    assert value(fresh, WEBINAR) == pytest.approx(value(node, WEBINAR), abs=1e-4)
 
 
 def test_a_node_that_fell_behind_a_trim_reloads_the_snapshot(tiny_model):

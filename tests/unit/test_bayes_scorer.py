@@ -70,7 +70,7 @@ def test_snapshots_trim_the_log_and_a_new_node_starts_from_them(tiny_model, tmp_
 
 
 def test_scans_go_on_while_a_snapshot_is_compressed(tiny_model, monkeypatch):
-    """Compressing a snapshot took up to 2 s once much of the table was learned; it runs in a
+    """Packing a snapshot took up to 2.5 s once much of the table was learned; it runs in a
     thread, outside the lock scans take. The stand-in compressor waits until a scan has been
     answered: on the event loop, or under the lock, it would wait in vain and fail."""
     store = MemoryStore()

@@ -343,13 +343,8 @@ class OnlineClassifier:
     # -- sharing a node's learning ----------------------------------------------------------
 
     def delta_from(self, base: OnlineClassifier) -> bytes:
-        """What this copy learned on top of ``base``, as an npz blob (no pickles)."""
-        return pack_delta(self.delta_arrays(base))
-
-    def delta_arrays(self, base: OnlineClassifier) -> dict[str, np.ndarray]:
-        """`delta_from` before it is packed, in new arrays: tens of ms where compressing them
-        takes seconds once much of the table was learned (the part a node runs off its
-        event loop, see `BayesScorer`)."""
+        """What this copy learned on top of ``base``, as an npz blob (no pickles). Up to seconds
+        once much of the table was learned: a node makes it in a thread (see `BayesScorer`)."""
         arrays = {}
         for name in ("weights_", "spam_", "ham_"):
             diff = getattr(self, name) - getattr(base, name)
@@ -365,7 +360,7 @@ class OnlineClassifier:
             keys = sorted(mine)
             arrays[prefix + "_salts"] = np.array(keys, dtype=np.uint64)
             arrays[prefix + "_rows"] = np.array([mine[k] - theirs.get(k, nothing) for k in keys]).reshape(-1, len(SCRIPTS))
-        return arrays
+        return pack_delta(arrays)
 
     def with_delta(self, base: OnlineClassifier, blob: bytes) -> None:
         """Become ``base`` plus a `delta_from` blob."""
@@ -393,7 +388,7 @@ class OnlineClassifier:
 
 
 def pack_delta(arrays: dict[str, np.ndarray]) -> bytes:
-    """`OnlineClassifier.delta_arrays` as the npz blob `with_delta` reads (no pickles): what
+    """`OnlineClassifier.delta_from`'s arrays as the npz blob `with_delta` reads: what
     ``np.savez_compressed`` writes, at deflate level 1 instead of 6, which packed a 2M-bucket
     delta in 0.56 s instead of 2.3 s, to the same 13 MB."""
     out = io.BytesIO()

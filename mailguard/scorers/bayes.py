@@ -30,7 +30,7 @@ import numpy as np
 
 from ..arrays import strongest_three
 from ..classifier.features import SCRIPTS, TextFeatures, bucket_of, gram_bytes, named_tokens, text_features, user_salt
-from ..classifier.online import OnlineClassifier, Update, pack_delta
+from ..classifier.online import OnlineClassifier, Update
 from ..errors import ConfigError, StoreError
 from ..message.context import MessageContext
 from ..policy import canonical_user
@@ -173,12 +173,9 @@ class BayesScorer:
             async with self._lock:
                 await self._catch_up()
                 cursor, state = self.cursor, self.model.copy()
-            blob = cursor.to_bytes(8, "little") + await asyncio.to_thread(self._packed_delta, state)
+            blob = cursor.to_bytes(8, "little") + await asyncio.to_thread(state.delta_from, self.base)
             await self.store.set(self.snapshot_key, blob, ttl=self.snapshot_ttl)
             await self.store.trim_log(self.log_name, cursor)
-
-    def _packed_delta(self, state: OnlineClassifier) -> bytes:
-        return pack_delta(state.delta_arrays(self.base))
 
     # -- scanning and learning --------------------------------------------------------------
 

@@ -11,8 +11,8 @@ import pytest
 
 from mailguard.errors import StoreError
 from mailguard.message import MessageContext
+from mailguard.classifier import online
 from mailguard.classifier.online import pack_delta
-from mailguard.scorers import bayes as bayes_scorer
 from mailguard.scorers.bayes import BayesScorer
 from mailguard.stores import MemoryStore, SqliteStore
 
@@ -83,7 +83,7 @@ def test_scans_go_on_while_a_snapshot_is_compressed(tiny_model, monkeypatch):
             raise AssertionError("no scan was answered while the snapshot was compressed")
         return pack_delta(arrays)
 
-    monkeypatch.setattr(bayes_scorer, "pack_delta", pack_after_a_scan)
+    monkeypatch.setattr(online, "pack_delta", pack_after_a_scan)
 
     async def scenario() -> list:
         for n in range(9):

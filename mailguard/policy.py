@@ -13,7 +13,6 @@ threshold is never carried past ``[users] threshold_floor``/``threshold_ceiling`
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import math
 import re

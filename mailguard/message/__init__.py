@@ -2,7 +2,8 @@
 views (`context`), and the parsers behind those views: charsets and encoded words
 (`textdecode`), HTML to text (`html`), URLs and registered domains (`urls`), words
 (`words`), addresses (`addresses`), Received hops and the client they name (`relay`), and
-the bounds on all of it (`limits`). Nothing here imports the rest of mailguard but `errors` (and `lazy`).
+the bounds on all of it (`limits`). Nothing here imports the rest of mailguard but `errors`
+and `lazy`.
 """
 
 from __future__ import annotations

@@ -37,9 +37,9 @@ __all__ = [
     "MessageContext",
     "PartInfo",
     "ReceivedHop",
-    "parse_date",
     "SafeMessage",
     "TextPart",
+    "parse_date",
 ]
 
 

@@ -489,7 +489,7 @@ def _milter_headers(head: bytes) -> list[tuple[str, bytes]]:
             name, _, value = line.partition(b":")
             fields.append((name.decode("latin-1"), value.lstrip(b" ")))
     try:
-        from ..milter.daemon import MilterConnection, _Message
+        from ..milter.daemon import MilterConnection
     except ImportError:  # pymilter not installed: the pure reply building is still checked
         return fields
     conn = MilterConnection(None)  # type: ignore[arg-type]  # header() needs no daemon

@@ -24,7 +24,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from common import add_corpora_option, corpus_labels
+from mailguard.learning.datasets import load_labels
+
+from common import add_corpora_option, corpus_labels  # benchmarks/common.py, beside this file
 
 # Runs inside each tree's process: reads the corpus (paths and labels) and whether to learn on
 # stdin's first line, then scans the batch "FIRST LAST" of each following line and answers
@@ -86,9 +88,8 @@ def main() -> int:
     labels = corpus_labels(args.corpora)
     if labels is None:
         return 2
-    with open(labels, encoding="utf-8") as fh:
-        rows = [line.split(",") for line in fh.read().splitlines()[1:] if line]
-    corpus = [(str(labels.parent.resolve() / row[0]), row[1]) for row in rows]
+    samples, _ = load_labels(labels)
+    corpus = [(str(sample.path.resolve()), sample.label) for sample in samples]
     corpus = corpus[: args.limit] if args.limit else corpus
     trees = {"A": args.a.resolve(), "B": args.b.resolve()}
     procs = {name: start(tree, corpus, args.learn) for name, tree in trees.items()}

@@ -2,7 +2,7 @@
 
 Tokens (`tokens.message_tokens`, hashed to 64-bit ids) carry the words and where they stood
 (subject, sender, relays, URLs, MIME structure). Overlapping byte 4-grams over the first
-``gram_bytes`` of the raw message (headers and the start of the body) need no word
+``gram_window`` bytes of the raw message (headers and the start of the body) need no word
 segmentation, so Chinese or Japanese mail is read as well as English, and they survive the
 obfuscations that break words (``v1agra``, ``V.I.A.G.R.A``, HTML comments inside words);
 the best online filters of the TREC 2006-2007 spam tracks used exactly these (Cormack's
@@ -27,7 +27,7 @@ from ..arrays import sorted_distinct
 from ..message.context import MessageContext
 from .tokens import hash_tokens, message_tokens
 
-__all__ = ["GRAM_BYTES", "SCRIPTS", "TextFeatures", "dominant_script", "bucket_of", "byte_grams", "gram_bytes", "named_tokens", "script_of", "text_features", "user_salt"]
+__all__ = ["GRAM_BYTES", "SCRIPTS", "TextFeatures", "bucket_of", "byte_grams", "gram_bytes", "named_tokens", "script_mix", "script_of", "text_features", "user_salt"]
 
 # Writing systems a message's text is mostly in: the model counts the ham it learned of each,
 # so a script it never saw ham of is not taken for spam on its own (see online.py).
@@ -44,11 +44,15 @@ _SCRIPT_LETTERS = [
     ("thai", re.compile(r"[\u0e00-\u0e7f]")),
     ("devanagari", re.compile(r"[\u0900-\u097f]")),
 ]
+# A letter weighs what it takes in UTF-8 (Latin beyond ASCII, Cyrillic, Greek, Arabic, Hebrew:
+# 2 bytes; the rest: 3): the classifier reads byte 4-grams, so this is each script's share of
+# what it reads, and a Chinese character (a word, or half of one) is not outweighed by a letter.
+_LETTER_BYTES = {"latin": 2, "cyrillic": 2, "greek": 2, "arabic": 2, "hebrew": 2}
 _SCRIPT_CHARS = 4000  # of subject and body text looked at
 _ASCII_LETTERS = bytes(range(65, 91)) + bytes(range(97, 123))
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
-GRAM_BYTES = 3000  # the head of the raw message read for 4-grams (TREC 2007's best used 2,500-3,000)
+GRAM_BYTES = 12000  # the head of the raw message read for 4-grams by default (models before normalised features read 3,000)
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads ids before the top bits are taken
 _GRAM_SEED = np.uint64(0x2545F4914F6CDD1D)  # keeps 4-gram ids apart from token ids
 
@@ -60,6 +64,7 @@ class TextFeatures:
     tokens: np.ndarray
     grams: np.ndarray
     script: int = 0  # index into SCRIPTS: what the text is mostly written in
+    shares: tuple[float, ...] = ()  # each script's share of the text (`script_mix`); () is all `script`
     _buckets: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = dataclasses.field(
         default_factory=dict, compare=False, repr=False
     )
@@ -106,33 +111,42 @@ def gram_bytes(gram: int) -> bytes:
     return (gram ^ int(_GRAM_SEED)).to_bytes(8, "big")[4:]
 
 
-def text_features(ctx: MessageContext, gram_bytes: int = GRAM_BYTES) -> TextFeatures:
-    """The message's features, computed once per message (scan and learn share them)."""
-    return ctx.cached(
-        f"text.features:{gram_bytes}",
-        lambda: TextFeatures(sorted_distinct(named_tokens(ctx)[1]), byte_grams(ctx.raw, gram_bytes), dominant_script(ctx)),
-    )
+def text_features(ctx: MessageContext, gram_window: int = GRAM_BYTES) -> TextFeatures:
+    """The message's features, 4-grams over its first ``gram_window`` bytes (the model's
+    own window: `OnlineClassifier.gram_window`), computed once per message (scan and learn
+    share them)."""
 
+    def build() -> TextFeatures:
+        script, shares = script_mix((ctx.subject + " " + ctx.text)[:_SCRIPT_CHARS])
+        return TextFeatures(sorted_distinct(named_tokens(ctx)[1]), byte_grams(ctx.raw, gram_window), script, shares)
 
-def dominant_script(ctx: MessageContext) -> int:
-    """The script most letters of the subject and body text are in (an index into SCRIPTS;
-    0 when the text has no letters). Hangul, kana and Han are told apart; a Japanese text
-    mixes kana and Han, and counts as kana when kana is a fifth of its letters or more."""
-    return script_of((ctx.subject + " " + ctx.text)[:_SCRIPT_CHARS])
+    return ctx.cached(f"text.features:{gram_window}", build)
 
 
 def script_of(text: str) -> int:
-    """`dominant_script` of a text. ASCII letters can only be Latin: they are counted in one C
+    """The script most of a text is in (an index into SCRIPTS; 0 when it has no letters)."""
+    return script_mix(text)[0]
+
+
+def script_mix(text: str) -> tuple[int, tuple[float, ...]]:
+    """The script most of a text is in, and each script's share of its letters, a letter
+    weighed by its UTF-8 length (so, by the bytes of 4-grams it makes). Hangul, kana and Han
+    are told apart; a Japanese text mixes kana and Han, and counts as kana when kana is a
+    fifth of its letters or more. ASCII letters can only be Latin: they are counted in one C
     pass, and the script patterns run over the other characters alone (ten regex scans of
     the whole text cost 5% of a scan; most mail has few non-ASCII characters or none)."""
     ascii_part = text.encode("ascii", "ignore")
     rest = "".join(_NON_ASCII.findall(text)) if len(ascii_part) < len(text) else ""
     counts = {name: len(pattern.findall(rest)) if rest else 0 for name, pattern in _SCRIPT_LETTERS}
-    counts["latin"] += len(ascii_part) - len(ascii_part.translate(None, _ASCII_LETTERS))
     if counts["kana"] and counts["kana"] * 5 >= counts["kana"] + counts["han"]:
         counts["kana"] += counts.pop("han")
-    name, most = max(counts.items(), key=lambda item: item[1])
-    return SCRIPTS.index(name) if most else 0
+    weights = {name: count * _LETTER_BYTES.get(name, 3) for name, count in counts.items()}
+    weights["latin"] += len(ascii_part) - len(ascii_part.translate(None, _ASCII_LETTERS))
+    total = sum(weights.values())
+    if not total:
+        return 0, ()
+    name = max(weights, key=weights.__getitem__)
+    return SCRIPTS.index(name), tuple(weights.get(script, 0) / total for script in SCRIPTS)
 
 
 def named_tokens(ctx: MessageContext) -> tuple[list[str], np.ndarray]:

@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy.special import chdtrc, expit, logit
 
-from .features import SCRIPTS, TextFeatures
+from .features import GRAM_BYTES, SCRIPTS, TextFeatures
 
 __all__ = ["OnlineClassifier", "Update", "pack_delta"]
 
@@ -82,8 +82,8 @@ class OnlineClassifier:
         self,
         *,
         bits: int = 22,
-        learning_rate: float = 0.005,
-        fit_learning_rate: float = 0.01,
+        learning_rate: float = 10.0,
+        fit_learning_rate: float = 20.0,
         passes: int = 3,
         fisher_weight: float = 0.3,
         temperature: float = 2.0,
@@ -92,6 +92,8 @@ class OnlineClassifier:
         min_dev: float = 0.375,
         clip: float = 35.0,
         min_script_ham: float = 20.0,
+        normalise: bool = True,
+        gram_window: int = GRAM_BYTES,
         seed: int = 0,
     ) -> None:
         self.bits = bits
@@ -105,9 +107,13 @@ class OnlineClassifier:
         self.min_dev = min_dev
         self.clip = clip
         self.min_script_ham = min_script_ham  # ham of a script learned before the classifier has its full say
+        self.normalise = normalise  # each message's feature vector has unit length (see `feature_value`)
+        self.gram_window = gram_window  # bytes of the raw message read for 4-grams (`text_features`)
         self.seed = seed
 
-    _PARAMS = ("bits", "learning_rate", "fit_learning_rate", "passes", "fisher_weight", "temperature", "robinson_s", "robinson_x", "min_dev", "clip", "min_script_ham", "seed")
+    _PARAMS = ("bits", "learning_rate", "fit_learning_rate", "passes", "fisher_weight", "temperature", "robinson_s", "robinson_x", "min_dev", "clip", "min_script_ham", "normalise", "gram_window", "seed")
+    # What a model saved before a parameter existed was fitted with (its manifest lacks it).
+    _BEFORE = {"normalise": False, "gram_window": 3000}
 
     def get_params(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in self._PARAMS}
@@ -151,14 +157,26 @@ class OnlineClassifier:
         user_tokens, user_every = features.buckets(self.bits, salt)
         return tokens, every, user_tokens, user_every
 
-    def _margin(self, every: np.ndarray, user_every: np.ndarray) -> float:
+    def feature_value(self, features: TextFeatures) -> float:
+        """The value of each of the message's binary features: 1, or with ``normalise``
+        1/sqrt(their number), so every message's vector has unit length (Sculley and Wachman's
+        relaxed online SVMs normalise so). Unnormalised, a long message moved its margin
+        (and the weights, per step) in proportion to its feature count, so a longer 4-gram
+        window acted as a larger learning rate; normalised, the window reads more of the
+        message at the same step size: measured on the SpamAssassin 5-fold (classifier alone,
+        1-AUC 0.0199% -> 0.0157%, 66% -> 88% caught at 0 FP) with the trec06p replay no worse."""
+        if not self.normalise:
+            return 1.0
+        return 1.0 / float(np.sqrt(max(1, len(features.buckets(self.bits)[1]))))
+
+    def _margin(self, every: np.ndarray, user_every: np.ndarray, value: float) -> float:
         """The regression's log-odds: the weights of the global and the user's buckets."""
-        return float(self.weights_[every].sum(dtype=np.float64) + self.weights_[user_every].sum(dtype=np.float64))
+        return value * float(self.weights_[every].sum(dtype=np.float64) + self.weights_[user_every].sum(dtype=np.float64))
 
     def score(self, features: TextFeatures, salt: int = 0) -> tuple[float, float]:
         """(blended log-odds, regression margin) of one message, for the user of ``salt``."""
         tokens, every, user_tokens, user_every = self._views(features, salt)
-        z = self._margin(every, user_every)
+        z = self._margin(every, user_every, self.feature_value(features))
         spam = self.spam_[tokens].astype(np.float64)
         ham = self.ham_[tokens].astype(np.float64)
         n_spam, n_ham = self.totals_[0]
@@ -175,18 +193,36 @@ class OnlineClassifier:
         return value * self.trust(features, salt), z
 
     def trust(self, features: TextFeatures, salt: int = 0) -> float:
-        """How much say the classifier has on this message, from 0 to 1: full once it learned
-        ``min_script_ham`` ham of the script the text is in, or once the site taught it that
-        many messages of the script online, either label (for a user, the global counts plus
-        theirs); less before. A model that saw a script only in its training spam would
-        otherwise take the script itself for spam (the SpamAssassin corpus holds Chinese spam
-        and no Chinese ham); a site's own mail in that script is evidence it may use."""
-        if not features.script or self.min_script_ham <= 0:
+        """How much say the classifier has on this message, from 0 to 1: each script's share
+        of the text times the say it has on that script, full once it learned
+        ``min_script_ham`` ham of the script, or once the site taught it that many messages of
+        it online, either label (for a user, the global counts plus theirs); less before. A
+        model that saw a script only in its training spam would otherwise take the script
+        itself for spam (the SpamAssassin corpus holds Chinese spam and no Chinese ham), and
+        mail that mixes it with English (a Chinese job offer quoting an English one) as well; a
+        site's own mail in that script is evidence it may use."""
+        if self.min_script_ham <= 0:
+            return 1.0
+        return 1.0 - float(sum(share * (1.0 - self._script_say(script, salt)) for script, share in self._shares(features)))
+
+    def untrained_script(self, features: TextFeatures, salt: int = 0) -> tuple[int, float]:
+        """The script whose missing say costs this message the most, and its share of the text."""
+        script, share = max(self._shares(features), key=lambda item: item[1] * (1.0 - self._script_say(item[0], salt)))
+        return script, share
+
+    @staticmethod
+    def _shares(features: TextFeatures) -> list[tuple[int, float]]:
+        if features.shares:
+            return [(script, share) for script, share in enumerate(features.shares) if share]
+        return [(features.script, 1.0)]
+
+    def _script_say(self, script: int, salt: int) -> float:
+        if not script:
             return 1.0
         salts = (0, salt) if salt else (0,)
 
         def learned(table: dict[int, np.ndarray]) -> float:
-            return sum(float(table[s][features.script]) for s in salts if s in table)
+            return sum(float(table[s][script]) for s in salts if s in table)
 
         return min(1.0, max(learned(self.ham_scripts_), learned(self.site_scripts_)) / self.min_script_ham)
 
@@ -224,8 +260,9 @@ class OnlineClassifier:
         ``salt`` (computed from the score that user sees) and, with ``count``, one message
         counted there."""
         tokens, every, user_tokens, user_every = self._views(features, salt)
-        z = self._margin(every, user_every)
-        step = (self.learning_rate if rate is None else rate) * (label - float(expit(z)))
+        value = self.feature_value(features)
+        z = self._margin(every, user_every, value)
+        step = (self.learning_rate if rate is None else rate) * (label - float(expit(z))) * value
         if salt:
             tokens, every = features.buckets(self.bits, salt)
         return Update(label, features.script, step, salt, every, tokens if count else tokens[:0])
@@ -296,9 +333,11 @@ class OnlineClassifier:
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray], params: Mapping[str, float]) -> OnlineClassifier:
-        model = cls(**params)
+        model = cls(**{**cls._BEFORE, **params})
         if not 8 <= model.bits <= 26:
             raise ValueError("bits must be between 8 and 26")
+        if not 0 <= model.gram_window <= 1 << 20:
+            raise ValueError("gram_window must be between 0 and 1 MiB")
         model._reset()
         weighted = np.asarray(arrays["weight_buckets"], dtype=np.int64)
         counted = np.asarray(arrays["count_buckets"], dtype=np.int64)

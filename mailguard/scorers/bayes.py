@@ -183,7 +183,7 @@ class BayesScorer:
         return user_salt(canonical_user(user)) if user and self.per_user else 0
 
     async def score(self, ctx: MessageContext) -> list[Hit]:
-        features = text_features(ctx)
+        features = text_features(ctx, self.model.gram_window)
         if not len(features.tokens) and not len(features.grams):
             return []
         note = ""
@@ -198,8 +198,9 @@ class BayesScorer:
         hits = [Hit("BAYES", value, self._explain(ctx, features, salt) + note)]
         trust = self.model.trust(features, salt)
         if trust < 1.0:  # explained, worth no points of its own: BAYES is already cut
-            script = SCRIPTS[features.script]
-            hits.append(Hit("BAYES_UNTRAINED_SCRIPT", 1.0, f"text mostly {script}: the classifier has {trust:.0%} of its say"))
+            script, share = self.model.untrained_script(features, salt)
+            reason = f"text {share:.0%} {SCRIPTS[script]}: the classifier has {trust:.0%} of its say"
+            hits.append(Hit("BAYES_UNTRAINED_SCRIPT", 1.0, reason))
         return hits
 
     def _explain(self, ctx: MessageContext, features: TextFeatures, salt: int) -> str:
@@ -213,6 +214,7 @@ class BayesScorer:
         weight = model.weights_[bucket_of(ids, bits)].astype(np.float64)
         if salt and salt in model.totals_:
             weight += model.weights_[bucket_of(ids, bits, salt)]
+        weight *= model.feature_value(features)  # each feature's log-odds in this message
         top = strongest_three(np.abs(weight))
         strongest = ", ".join(
             f"{names[i][:40] if i < len(names) else repr(gram_bytes(int(ids[i])))[1:]} {weight[i]:+.2f}" for i in top if weight[i]
@@ -225,7 +227,7 @@ class BayesScorer:
         if label not in ("spam", "ham"):
             raise StoreError(f"bayes: label must be 'spam' or 'ham', not {label!r}")
         y = 1 if label == "spam" else 0
-        features = text_features(ctx)
+        features = text_features(ctx, self.model.gram_window)
         salt = self._salt(user)
         await self.sync()
         if self.train == "on-error":

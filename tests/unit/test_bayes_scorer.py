@@ -12,11 +12,11 @@ import pytest
 from mailguard.errors import StoreError
 from mailguard.message import MessageContext
 from mailguard.classifier import online
-from mailguard.classifier.online import pack_delta
+from mailguard.classifier.online import OnlineClassifier, pack_delta
 from mailguard.scorers.bayes import BayesScorer
 from mailguard.stores import MemoryStore, SqliteStore
 
-from ..conftest import HAM_WORDS, SPAM_WORDS, make_message
+from ..conftest import HAM_WORDS, SPAM_WORDS, make_message, synthetic_corpus
 
 
 def run(coro):
@@ -163,3 +163,14 @@ def test_mail_in_a_script_without_ham_is_explained_and_learned_by_reports(tiny_m
         run(node.learn(MessageContext(raw.replace("三".encode(), str(n).encode())), "ham", user="li@example.cn"))
     hits = {h.symbol: h for h in run(node.score(ctx))}
     assert "BAYES_UNTRAINED_SCRIPT" not in hits and hits["BAYES"].value < 0
+
+
+def test_the_scorer_reads_4_grams_over_its_models_own_window():
+    from mailguard.classifier.features import text_features
+
+    raws, y = synthetic_corpus(30)
+    narrow = OnlineClassifier(bits=16, gram_window=200).fit([text_features(MessageContext(r), 200) for r in raws], y)
+    raw = make_message(SPAM_WORDS, subject="offer", seed=7)
+    expected = narrow.score(text_features(MessageContext(raw), 200))[0]
+    assert expected != pytest.approx(narrow.score(text_features(MessageContext(raw)))[0])  # the window matters here
+    assert value(BayesScorer(narrow, MemoryStore()), raw) == pytest.approx(expected)

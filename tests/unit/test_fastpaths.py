@@ -15,7 +15,7 @@ import pytest
 from xxhash import xxh3_64_intdigest
 
 from mailguard.classifier import tokens as tokenize
-from mailguard.classifier.features import script_of
+from mailguard.classifier.features import script_mix, script_of
 from mailguard.message import relay, urls
 from mailguard.scorers import behaviour_features as behaviour
 from mailguard.scorers import minhash as fingerprint
@@ -261,25 +261,33 @@ def test_behaviour_static_hits_are_shared_by_the_recipients_of_one_message():
     assert first is not second  # each scan may extend its own list
 
 
-def _script_by_patterns(text: str) -> int:
-    """The plain `script_of`: every script pattern over the whole text."""
+def _script_by_patterns(text: str) -> tuple[int, tuple[float, ...]]:
+    """The plain `script_mix`: every script pattern over the whole text, each letter weighed
+    by the length of its own UTF-8 encoding."""
     from mailguard.classifier.features import _SCRIPT_LETTERS, SCRIPTS
 
-    counts = {name: len(pattern.findall(text)) for name, pattern in _SCRIPT_LETTERS}
-    if counts["kana"] and counts["kana"] * 5 >= counts["kana"] + counts["han"]:
-        counts["kana"] += counts.pop("han")
-    name, most = max(counts.items(), key=lambda item: item[1])
-    return SCRIPTS.index(name) if most else 0
+    letters = {name: pattern.findall(text) for name, pattern in _SCRIPT_LETTERS}
+    if letters["kana"] and len(letters["kana"]) * 5 >= len(letters["kana"]) + len(letters["han"]):
+        letters["kana"] += letters.pop("han")
+    weights = {name: sum(len(c.encode()) for c in found) for name, found in letters.items()}
+    total = sum(weights.values())
+    if not total:
+        return 0, ()
+    name = max(weights, key=weights.__getitem__)
+    return SCRIPTS.index(name), tuple(weights.get(script, 0) / total for script in SCRIPTS)
 
 
-def test_script_of_matches_the_script_patterns():
-    """ASCII letters are counted without the regexes and the patterns see only the rest;
-    the answer must be the patterns' own over the whole text, for ASCII text, for mixed text
-    and for text with no ASCII at all."""
+def test_script_mix_matches_the_script_patterns():
+    """ASCII letters are counted without the regexes and the patterns see only the rest,
+    weighed by a table of UTF-8 lengths; the answer must be the patterns' own over the whole
+    text, each letter weighed by its own encoding, for ASCII text, for mixed text and for text
+    with no ASCII at all."""
     atoms = ["a", "Z", "7", " ", "\n", "-", "@", "_", "\x00", "\x7f", "[", "`", "{", "é", "ɏ", "\u0250", "中", "カ", "한", "Ж", "α", "ก", "\u2603"]
     texts = ["", "1234 !!", "Hello", "z", "@[`{", "中文 mail", "カナ中文中文中文中文", "Ωmega ω"]
     texts += [*random_texts(atoms, 3000), *random_texts(atoms[:13], 3000), *random_texts(atoms[13:], 2000)]
     assert sum(t.isascii() for t in texts) > 3000 and sum(not t.isascii() for t in texts) > 3000
     for text in texts:
-        assert script_of(text) == _script_by_patterns(text), text
+        script, shares = _script_by_patterns(text)
+        assert script_mix(text)[0] == script_of(text) == script, text
+        assert script_mix(text)[1] == pytest.approx(shares), text
     assert {script_of(t) for t in texts} >= {0, 1, 2, 3, 4, 5, 6, 9}  # the answers compared include every script drawn

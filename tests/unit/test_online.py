@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mailguard.classifier.features import SCRIPTS, TextFeatures, bucket_of, byte_grams, text_features, user_salt
+from mailguard.classifier.features import SCRIPTS, TextFeatures, bucket_of, byte_grams, script_mix, text_features, user_salt
 from mailguard.classifier.online import OnlineClassifier, Update
 from mailguard.message import MessageContext
 
@@ -180,3 +180,56 @@ def test_a_site_that_learns_a_scripts_mail_online_gets_the_say_back():
     assert model.trust(spam[11]) == 1.0 and model.score(spam[11])[0] > 0
     trained = OnlineClassifier(bits=BITS, min_script_ham=10).fit(X + spam, np.concatenate([y, np.ones(12, dtype=int)]))
     assert trained.trust(spam[0]) == 0.0  # training spam alone is not the site's experience
+
+
+def test_normalised_features_make_a_steps_effect_independent_of_message_length():
+    short = text_features(MessageContext(b"Subject: offer\r\n\r\ncheap pills now\r\n"))
+    long = text_features(MessageContext(make_message(SPAM_WORDS, subject="offer", seed=2)))
+    n_short, n_long = (len(f.buckets(BITS)[1]) for f in (short, long))
+    assert n_long > 5 * n_short
+    for normalise in (True, False):
+        margins = []
+        for features in (short, long):
+            model = OnlineClassifier(bits=BITS, learning_rate=2.0, normalise=normalise).partial_fit([features], [1])
+            margins.append(model.score(features)[1])  # from zero weights, one step of 2.0 * (1 - 0.5)
+        if normalise:
+            assert margins == pytest.approx([1.0, 1.0])  # unit-length vectors: the same move, whatever the length
+        else:
+            assert margins == pytest.approx([n_short, n_long])  # each binary feature moved by the whole step
+
+
+def test_a_model_saved_before_normalised_features_loads_with_what_it_was_fitted_with():
+    raws, y = synthetic_corpus(30)
+    X = [text_features(MessageContext(r), 3000) for r in raws]
+    old = OnlineClassifier(bits=BITS, normalise=False, gram_window=3000).fit(X, y)
+    params = {k: v for k, v in old.get_params().items() if k not in ("normalise", "gram_window")}  # an older manifest
+    loaded = OnlineClassifier.from_arrays(old.to_arrays(), params)
+    assert (loaded.normalise, loaded.gram_window) == (False, 3000)
+    np.testing.assert_allclose(loaded.decision_function(X), old.decision_function(X))
+    with pytest.raises(ValueError, match="gram_window"):
+        OnlineClassifier.from_arrays(old.to_arrays(), {**params, "gram_window": 1 << 30})
+
+
+def test_a_scripts_share_of_the_text_is_counted_in_utf8_bytes():
+    script, shares = script_mix("中文 abc")  # two characters of three bytes, three letters of one
+    assert script == SCRIPTS.index("han")
+    assert shares[SCRIPTS.index("han")] == pytest.approx(6 / 9) and shares[SCRIPTS.index("latin")] == pytest.approx(3 / 9)
+    assert script_mix("1234 !!") == (0, ())
+
+
+def test_mail_mixing_a_script_without_ham_with_english_gets_the_english_share_of_the_say():
+    X, y = corpus(40)
+    chinese_spam = [text_features(MessageContext(
+        f"Subject: 发票{n}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n代开发票，优惠多多，请联系{n}号。\r\n".encode()
+    )) for n in range(20)]
+    model = OnlineClassifier(bits=BITS, min_script_ham=10).fit(X + chinese_spam, np.concatenate([y, np.ones(20, dtype=int)]))
+    mixed = text_features(MessageContext(
+        "Subject: 招聘\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n美国公司招聘暑期实习生，请发简历。\r\n"
+        "We are hiring summer interns in our Beijing office; please send your resume in English.\r\n".encode()
+    ))
+    latin, han = mixed.shares[SCRIPTS.index("latin")], mixed.shares[SCRIPTS.index("han")]
+    assert mixed.script == SCRIPTS.index("latin") and 0.2 < han < 0.5 and latin + han == pytest.approx(1.0)
+    assert model.trust(mixed) == pytest.approx(latin)  # no say on its Chinese share
+    assert model.untrained_script(mixed) == (SCRIPTS.index("han"), pytest.approx(han))
+    english = text_features(MessageContext(make_message(HAM_WORDS, subject="agenda", seed=6)))
+    assert model.trust(english) == 1.0

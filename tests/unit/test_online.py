@@ -145,12 +145,17 @@ def test_words_named_in_the_corpus_lean_the_right_way():
 CHINESE_HAM = "Subject: 会议通知\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n明天下午三点在二楼会议室开会，讨论下季度的预算，请准时参加。\r\n".encode()
 
 
-def test_a_script_the_model_never_saw_ham_of_gets_no_say_until_it_does():
+def chinese_only_in_spam() -> OnlineClassifier:
+    """A model whose training saw Chinese only in spam (as the SpamAssassin corpus did)."""
     X, y = corpus(40)
     chinese_spam = [text_features(MessageContext(
         f"Subject: 发票{n}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n代开发票，优惠多多，请联系{n}号。\r\n".encode()
     )) for n in range(20)]
-    model = OnlineClassifier(bits=BITS, min_script_ham=10).fit(X + chinese_spam, np.concatenate([y, np.ones(20, dtype=int)]))
+    return OnlineClassifier(bits=BITS, min_script_ham=10).fit(X + chinese_spam, np.concatenate([y, np.ones(20, dtype=int)]))
+
+
+def test_a_script_the_model_never_saw_ham_of_gets_no_say_until_it_does():
+    model = chinese_only_in_spam()
     ham = text_features(MessageContext(CHINESE_HAM))
     assert ham.script == SCRIPTS.index("han")
     assert model.trust(ham) == 0.0 and model.score(ham)[0] == 0.0  # no opinion, not spam
@@ -218,11 +223,7 @@ def test_a_scripts_share_of_the_text_is_counted_in_utf8_bytes():
 
 
 def test_mail_mixing_a_script_without_ham_with_english_gets_the_english_share_of_the_say():
-    X, y = corpus(40)
-    chinese_spam = [text_features(MessageContext(
-        f"Subject: 发票{n}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n代开发票，优惠多多，请联系{n}号。\r\n".encode()
-    )) for n in range(20)]
-    model = OnlineClassifier(bits=BITS, min_script_ham=10).fit(X + chinese_spam, np.concatenate([y, np.ones(20, dtype=int)]))
+    model = chinese_only_in_spam()
     mixed = text_features(MessageContext(
         "Subject: 招聘\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n美国公司招聘暑期实习生，请发简历。\r\n"
         "We are hiring summer interns in our Beijing office; please send your resume in English.\r\n".encode()

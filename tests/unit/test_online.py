@@ -3,6 +3,8 @@ user's half of the table, updates that cross the store, and artifacts."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -58,7 +60,7 @@ def test_learns_the_synthetic_corpus_online():
 def test_fit_is_the_online_update_run_over_the_corpus():
     X, y = corpus(30)
     fitted = OnlineClassifier(bits=BITS, passes=1, fit_learning_rate=0.005).fit(X, y)  # the online rate
-    online = OnlineClassifier(bits=BITS, learning_rate=0.005)
+    online = OnlineClassifier(bits=BITS, learning_rate=0.005, settled_script=0)  # plain steps
     for x, label in zip(X, y):
         online.partial_fit([x], [label])
     np.testing.assert_array_equal(fitted.weights_, online.weights_)
@@ -195,7 +197,7 @@ def test_normalised_features_make_a_steps_effect_independent_of_message_length()
     for normalise in (True, False):
         margins = []
         for features in (short, long):
-            model = OnlineClassifier(bits=BITS, learning_rate=2.0, normalise=normalise).partial_fit([features], [1])
+            model = OnlineClassifier(bits=BITS, learning_rate=2.0, normalise=normalise, settled_script=0).partial_fit([features], [1])
             margins.append(model.score(features)[1])  # from zero weights, one step of 2.0 * (1 - 0.5)
         if normalise:
             assert margins == pytest.approx([1.0, 1.0])  # unit-length vectors: the same move, whatever the length
@@ -207,9 +209,11 @@ def test_a_model_saved_before_normalised_features_loads_with_what_it_was_fitted_
     raws, y = synthetic_corpus(30)
     X = [text_features(MessageContext(r), 3000) for r in raws]
     old = OnlineClassifier(bits=BITS, normalise=False, gram_window=3000).fit(X, y)
-    params = {k: v for k, v in old.get_params().items() if k not in ("normalise", "gram_window")}  # an older manifest
+    newer = ("normalise", "gram_window", "settled_script", "max_step_boost")
+    params = {k: v for k, v in old.get_params().items() if k not in newer}  # an older manifest
     loaded = OnlineClassifier.from_arrays(old.to_arrays(), params)
     assert (loaded.normalise, loaded.gram_window) == (False, 3000)
+    assert loaded.online_rate(X[0]) == loaded.learning_rate  # plain online steps, as it had
     np.testing.assert_allclose(loaded.decision_function(X), old.decision_function(X))
     with pytest.raises(ValueError, match="gram_window"):
         OnlineClassifier.from_arrays(old.to_arrays(), {**params, "gram_window": 1 << 30})
@@ -234,3 +238,20 @@ def test_mail_mixing_a_script_without_ham_with_english_gets_the_english_share_of
     assert model.untrained_script(mixed) == (SCRIPTS.index("han"), pytest.approx(han))
     english = text_features(MessageContext(make_message(HAM_WORDS, subject="agenda", seed=6)))
     assert model.trust(english) == 1.0
+
+
+def test_online_steps_are_larger_on_a_script_the_model_has_learned_little_of():
+    model = chinese_only_in_spam()  # 20 English ham learned in training, no Chinese ham
+    model.settled_script, model.max_step_boost = 80.0, 3.0
+    english = text_features(MessageContext(make_message(HAM_WORDS, subject="agenda", seed=6)))
+    chinese = text_features(MessageContext(CHINESE_HAM))
+    assert model.online_rate(english) == pytest.approx(model.learning_rate * 2.0)  # sqrt(80 / 20)
+    assert model.online_rate(chinese) == pytest.approx(model.learning_rate * 3.0)  # none learned: the cap
+    for _ in range(20):
+        model.apply(model.learn_step(chinese, 0))
+    assert model.online_rate(chinese) == pytest.approx(model.learning_rate * 80 ** 0.5 / 40 ** 0.5)  # 20 ham + 20 online
+    z = model.score(chinese)[1]
+    expected = model.online_rate(chinese) * (1.0 - 1.0 / (1.0 + math.exp(-z))) * model.feature_value(chinese)
+    assert model.learn_step(chinese, 1).step == pytest.approx(expected)  # the step a spam report takes
+    model.settled_script = 0.0
+    assert model.online_rate(chinese) == model.learning_rate  # off: plain steps

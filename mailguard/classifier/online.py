@@ -223,12 +223,13 @@ class OnlineClassifier:
     def _script_say(self, script: int, salt: int) -> float:
         if not script:
             return 1.0
-        salts = (0, salt) if salt else (0,)
+        learned = max(self._learned(self.ham_scripts_, script, salt), self._learned(self.site_scripts_, script, salt))
+        return min(1.0, learned / self.min_script_ham)
 
-        def learned(table: dict[int, np.ndarray]) -> float:
-            return sum(float(table[s][script]) for s in salts if s in table)
-
-        return min(1.0, max(learned(self.ham_scripts_), learned(self.site_scripts_)) / self.min_script_ham)
+    @staticmethod
+    def _learned(table: dict[int, np.ndarray], script: int, salt: int) -> float:
+        """Messages of ``script`` counted in ``table``, globally plus, for a user, theirs."""
+        return sum(float(table[s][script]) for s in ((0, salt) if salt else (0,)) if s in table)
 
     def _fisher(self, spam: np.ndarray, ham: np.ndarray, n_spam: float, n_ham: float) -> float:
         """Robinson's f(w) per token, Fisher's chi-square combining; 0.5 means no opinion."""
@@ -283,8 +284,7 @@ class OnlineClassifier:
         classifier")."""
         if not features.script or self.settled_script <= 0:
             return self.learning_rate
-        salts = (0, salt) if salt else (0,)
-        learned = sum(float(table[s][features.script]) for table in (self.ham_scripts_, self.site_scripts_) for s in salts if s in table)
+        learned = self._learned(self.ham_scripts_, features.script, salt) + self._learned(self.site_scripts_, features.script, salt)
         boost = min(self.max_step_boost, max(1.0, (self.settled_script / max(1.0, learned)) ** 0.5))
         return self.learning_rate * boost
 

@@ -27,7 +27,7 @@ from ..arrays import sorted_distinct
 from ..message.context import MessageContext
 from .tokens import hash_tokens, message_tokens
 
-__all__ = ["GRAM_BYTES", "SCRIPTS", "TextFeatures", "bucket_of", "byte_grams", "gram_bytes", "named_tokens", "script_mix", "script_of", "text_features", "user_salt"]
+__all__ = ["GRAM_BYTES", "SCRIPTS", "TextFeatures", "bucket_of", "byte_grams", "gram_bytes", "named_tokens", "script_mix", "text_features", "user_salt"]
 
 # Writing systems a message's text is mostly in: the model counts the ham it learned of each,
 # so a script it never saw ham of is not taken for spam on its own (see online.py).
@@ -121,11 +121,6 @@ def text_features(ctx: MessageContext, gram_window: int = GRAM_BYTES) -> TextFea
         return TextFeatures(sorted_distinct(named_tokens(ctx)[1]), byte_grams(ctx.raw, gram_window), script, shares)
 
     return ctx.cached(f"text.features:{gram_window}", build)
-
-
-def script_of(text: str) -> int:
-    """The script most of a text is in (an index into SCRIPTS; 0 when it has no letters)."""
-    return script_mix(text)[0]
 
 
 def script_mix(text: str) -> tuple[int, tuple[float, ...]]:

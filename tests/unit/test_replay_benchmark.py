@@ -1,4 +1,4 @@
-"""The chronological replay benchmark's own logic: ordering, warm-up, TREC measures."""
+"""The benchmarks' own logic: the replay's ordering, warm-up and TREC measures; the classifier grid."""
 
 from __future__ import annotations
 
@@ -121,3 +121,35 @@ def test_latency_messages_are_unique_and_addressed_to_the_user():
     a, b = latency.message("aaa"), latency.message("bbb")
     assert a != b
     assert MessageContext(a).header("to") == latency.USER
+
+
+# -- benchmarks/classifier.py: the classifier alone, k-fold, over a grid of scoring parameters
+
+
+classifier_bench = _load("classifier")
+
+
+def test_grid_values_are_parsed_and_bad_ones_refused():
+    assert classifier_bench.parse_values("temperature=1,2.5") == ("temperature", [1.0, 2.5])
+    for bad in ("temperature", "temperature=", "temperature=warm"):
+        with pytest.raises(Exception, match="NAME=VALUE|numbers"):
+            classifier_bench.parse_values(bad)
+
+
+def test_each_grid_point_scores_the_held_out_fold_with_a_model_fitted_on_the_others():
+    from mailguard.classifier.features import text_features
+    from mailguard.classifier.online import OnlineClassifier
+
+    from ..conftest import synthetic_corpus
+
+    raws, y = synthetic_corpus(30)
+    features = [text_features(MessageContext(r)) for r in raws]
+    folds = np.arange(len(y)) % 3
+    grid = [{"fisher_weight": 0.0}, {"fisher_weight": 0.6, "temperature": 1.0}]
+    scores = classifier_bench.fold_scores(features, y, folds, {"bits": 16}, grid)
+    for k in range(3):
+        train, test = folds != k, np.flatnonzero(folds == k)
+        for point, got in zip(grid, scores):
+            model = OnlineClassifier(bits=16, **point).fit([f for f, t in zip(features, train) if t], y[train])
+            assert np.allclose(got[test], [model.score(features[i])[0] for i in test])
+    assert not np.allclose(scores[0], scores[1])  # the grid's parameters reached the scores

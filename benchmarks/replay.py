@@ -1,7 +1,7 @@
 """Replay a corpus TREC style: scan each message, then feed back its label at once.
 
     python benchmarks/replay.py [--corpora DIR] [--corpus spamassassin|trec06p|trec06c-zh]
-        [--seed 0] [--warmup-pct 5] [--warmup-min 50] [--mode train-everything|train-on-error]
+        [--seed 0] [--warmup-pct 5] [--warmup-min 50] [--mode auto|train-everything|train-on-error]
         [--retrain-every N] [--store sqlite|memory] [--limit N] [--no-bogofilter] [--no-plot]
 
 ``--corpus trec06p`` (37,821 messages; ``--corpora "$(../shared/corpora/unpack)"``) replays
@@ -28,8 +28,10 @@ Each filter then sees the stream once. mailguard learns every message through
 ``Scanner.learn(raw, label, source="report")``, globally, into a fresh store (SQLite in a
 temporary directory by default), under a clock that follows the stream (each message's
 date), as the reputation scorer's rule for replayed mail asks; its text classifier learns
-online (``--mode train-on-error``: only what it got wrong or nearly, its thick threshold).
-bogofilter registers every message, or with ``--mode train-on-error`` those it got wrong.
+online in its default regime (``--mode auto``: on a script it has learned few messages of,
+only what it got wrong or nearly, its thick threshold; every message otherwise) or in either
+plain one (``train-everything``, ``train-on-error``). bogofilter registers every message, or
+with ``--mode train-on-error`` those it got wrong.
 ``--retrain-every N`` adds offline retrainings (every N scored messages, on all of the
 stream so far, as a nightly ``mailguard train`` would).
 
@@ -70,7 +72,7 @@ from mailguard.learning.train import fit_model, seed
 
 from common import add_corpora_option, corpus_labels  # benchmarks/common.py, beside this file
 
-MODES = ("train-everything", "train-on-error")
+MODES = {"auto": "auto", "train-everything": "everything", "train-on-error": "on-error"}  # --mode -> [scorers.bayes] train
 PLAUSIBLE = timedelta(days=7)  # how far a Date header may be from the newest Received hop's date
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024  # a message bigger than this is cut before bogofilter sees it
 
@@ -202,8 +204,7 @@ def replay_mailguard(
     learned deltas it replaces are part of its training data). With ``shipped`` (and no
     warm-up), start as a new site would: that model and an empty store."""
     config = offline_config()
-    if mode == "train-on-error":
-        config = config.replace(scorers={**config.scorers, "bayes": {"train": "on-error"}})
+    config = config.replace(scorers={**config.scorers, "bayes": {"train": MODES[mode]}})
     threshold = LEVELS["medium"].required
     starts = list(range(warm, len(stream), retrain_every)) if retrain_every else [warm]
     scores = np.zeros(len(stream) - warm)
@@ -286,7 +287,7 @@ def replay_bogofilter(stream: list[Message], warm: int, mode: str, db: Path, cut
                 raise RuntimeError(f"bogofilter failed on {m.sample.path}: {proc.stderr[:500]!r}")
             scores[n] = float(proc.stdout.split()[-1])
         t1 = time.perf_counter()
-        if n < warm or mode == "train-everything" or (scores[n] >= cutoff) != bool(m.y):
+        if n < warm or mode != "train-on-error" or (scores[n] >= cutoff) != bool(m.y):
             subprocess.run(["bogofilter", "-d", str(db), "-s" if m.y else "-n"], input=raw, check=True, capture_output=True)
             learned += 1
         learn_time += time.perf_counter() - t1
@@ -362,7 +363,7 @@ def main() -> int:
         help="trec06p: delivery order, trec06c-zh: shuffled; both started as a new site would (shipped model, empty store; bogofilter empty)",
     )
     parser.add_argument("--seed", type=int, default=0, help="the fixed order of a corpus with no delivery order (trec06c-zh)")
-    parser.add_argument("--mode", choices=MODES, default="train-everything")
+    parser.add_argument("--mode", choices=list(MODES), default="auto")
     parser.add_argument("--retrain-every", type=int, default=0, help="mailguard: fit the model again on the stream so far every N scored messages")
     parser.add_argument("--store", choices=("sqlite", "memory"), default="sqlite")
     parser.add_argument("--limit", type=int, default=0, help="only the first N messages of the chronological stream")

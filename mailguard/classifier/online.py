@@ -284,9 +284,20 @@ class OnlineClassifier:
         classifier")."""
         if not features.script or self.settled_script <= 0:
             return self.learning_rate
-        learned = self._learned(self.ham_scripts_, features.script, salt) + self._learned(self.site_scripts_, features.script, salt)
-        boost = min(self.max_step_boost, max(1.0, (self.settled_script / max(1.0, learned)) ** 0.5))
+        boost = min(self.max_step_boost, max(1.0, (self.settled_script / max(1.0, self._script_learned(features, salt))) ** 0.5))
         return self.learning_rate * boost
+
+    def settled(self, features: TextFeatures, salt: int = 0) -> bool:
+        """Whether the model has learned ``settled_script`` messages of the message's script
+        (for a user, the global count plus theirs), so its online steps are plain; mail with
+        no script, or a model without the threshold, always is."""
+        if not features.script or self.settled_script <= 0:
+            return True
+        return self._script_learned(features, salt) >= self.settled_script
+
+    def _script_learned(self, features: TextFeatures, salt: int) -> float:
+        """Messages of the message's script the model learned: ham in training, either label online."""
+        return self._learned(self.ham_scripts_, features.script, salt) + self._learned(self.site_scripts_, features.script, salt)
 
     def apply(self, update: Update, *, online: bool = True) -> None:
         """Apply an update (one's own or another node's); buckets of one update are distinct.

@@ -13,7 +13,16 @@ holds the reports) starts from its own state, not another model's updates.
 
 Regimes (``train``): ``everything`` learns every message it is given; ``on-error`` learns
 only a message the classifier got wrong or scored within ``margin`` of the other side (a
-thick threshold: less work, and a poisoner must first fool it). Either way a user's report
+thick threshold: less work, and a poisoner must first fool it); ``auto`` (the default) is
+``on-error`` on mail in a script the model has learned few messages of (while its online
+steps are boosted, `OnlineClassifier.settled`) and ``everything`` on the rest. Measured
+(benchmarks/README.md, "the order and the training regime"): a site in a language the
+shipped model lacks, and a model warmed up on a few hundred messages, learned faster from
+their mistakes alone; a model that has learned thousands of messages of the script learned
+worse from fewer (trec06p from the shipped model: 1-AUC 0.037% against 0.025%). The margin
+is only judged once the classifier has its full say on the message's scripts: with a cut
+say its score is not its opinion, and skipping such mail would stop the say from growing
+(it grows with what is learned). Either way a user's report
 changes only that user's copy of the features; the global copy learns from training,
 autolearning and the reports enough users agree on (`Scanner.report`).
 """
@@ -43,7 +52,7 @@ __all__ = ["BayesScorer"]
 _DAY = 86400.0
 _READ_BATCH = 1000  # updates read per store call while catching up
 _KEYS = {"per_user", "train", "margin", "compact_every", "token_ttl_days"}
-_REGIMES = ("everything", "on-error")
+_REGIMES = ("auto", "everything", "on-error")
 
 log = logging.getLogger("mailguard.scorers.bayes")
 
@@ -67,7 +76,7 @@ class BayesScorer:
         store: Store,
         *,
         per_user: bool = True,
-        train: str = "everything",
+        train: str = "auto",
         margin: float = 2.0,
         compact_every: int = 1000,
         token_ttl_days: float = 365.0,
@@ -107,7 +116,7 @@ class BayesScorer:
         per_user = section.get("per_user", True)
         if not isinstance(per_user, bool):
             raise ConfigError(f"{where} per_user must be true or false")
-        train = section.get("train", "everything")
+        train = section.get("train", "auto")
         if train not in _REGIMES:
             raise ConfigError(f"{where} train must be one of {', '.join(_REGIMES)}")
         return cls(
@@ -221,16 +230,24 @@ class BayesScorer:
         )
         return f"{known} of {len(tokens)} tokens known" + (f"; strongest: {strongest}" if strongest else "")
 
+    def _thick(self, features: TextFeatures, salt: int) -> bool:
+        """Whether this message is learned only if the classifier gets it wrong or nearly
+        (see the module's regimes); never while the classifier's say on it is cut."""
+        if self.train == "everything" or (self.train == "auto" and self.model.settled(features, salt)):
+            return False
+        return self.model.trust(features, salt) >= 1.0
+
     async def learn(self, ctx: MessageContext, label: Label, user: str | None = None, *, source: Source = "report") -> None:
         """Learn ``ctx`` as ``label``: globally (user None) or in ``user``'s copy of the
-        features only; with ``train = "on-error"``, only when the classifier needs it."""
+        features only; with ``train = "on-error"`` (``"auto"``: on a script the model has
+        not settled on), only when the classifier needs it."""
         if label not in ("spam", "ham"):
             raise StoreError(f"bayes: label must be 'spam' or 'ham', not {label!r}")
         y = 1 if label == "spam" else 0
         features = text_features(ctx, self.model.gram_window)
         salt = self._salt(user)
         await self.sync()
-        if self.train == "on-error":
+        if self._thick(features, salt):
             value, _ = self.model.score(features, salt)
             if (value if y else -value) >= self.margin:
                 return  # right, and by a margin: nothing to learn

@@ -12,6 +12,7 @@ import pytest
 from mailguard.errors import StoreError
 from mailguard.message import MessageContext
 from mailguard.classifier import online
+from mailguard.classifier.features import text_features
 from mailguard.classifier.online import OnlineClassifier, pack_delta
 from mailguard.scorers.bayes import BayesScorer
 from mailguard.stores import MemoryStore, SqliteStore
@@ -55,7 +56,7 @@ def test_a_users_report_moves_only_that_users_mail(tiny_model):
 
 def test_snapshots_trim_the_log_and_a_new_node_starts_from_them(tiny_model, tmp_path):
     store = SqliteStore(tmp_path / "s.sqlite3")
-    a = BayesScorer(tiny_model.bayes, store, compact_every=10)
+    a = BayesScorer(tiny_model.bayes, store, compact_every=10, train="everything")
     for n in range(25):
         words = SPAM_WORDS if n % 2 else HAM_WORDS
         run(a.learn(MessageContext(make_message(words, subject="x", seed=100 + n)), "spam" if n % 2 else "ham"))
@@ -74,7 +75,7 @@ def test_scans_go_on_while_a_snapshot_is_compressed(tiny_model, monkeypatch):
     thread, outside the lock scans take. The stand-in compressor waits until a scan has been
     answered: on the event loop, or under the lock, it would wait in vain and fail."""
     store = MemoryStore()
-    node = BayesScorer(tiny_model.bayes, store, compact_every=10)
+    node = BayesScorer(tiny_model.bayes, store, compact_every=10, train="everything")
     compressing, scanned = threading.Event(), threading.Event()
 
     def pack_after_a_scan(arrays):
@@ -107,7 +108,7 @@ def test_a_node_that_fell_behind_a_trim_reloads_the_snapshot(tiny_model):
     store = MemoryStore()
     behind = BayesScorer(tiny_model.bayes, store)
     value(behind, WEBINAR)  # in step at 0
-    ahead = BayesScorer(tiny_model.bayes, store, compact_every=10)
+    ahead = BayesScorer(tiny_model.bayes, store, compact_every=10, train="everything")
     for n in range(12):
         run(ahead.learn(MessageContext(make_message(SPAM_WORDS, subject="offer", seed=500 + n)), "spam"))
     assert value(behind, WEBINAR) == pytest.approx(value(ahead, WEBINAR), abs=1e-4)
@@ -142,6 +143,33 @@ def test_on_error_learns_only_what_it_got_wrong_or_nearly(tiny_model):
     assert run(store.read_log(node.log_name, 0)) == (0, [])  # right by a margin: nothing learned
     run(node.learn(MessageContext(confident), "ham"))  # wrong: learned
     assert run(store.read_log(node.log_name, 0))[0] == 1
+
+
+def test_auto_learns_only_mistakes_on_a_script_it_is_not_settled_on(tiny_model):
+    confident = make_message(SPAM_WORDS, subject="offer", seed=77)
+    new_site = BayesScorer(tiny_model.bayes, MemoryStore())  # the default regime, auto
+    assert new_site.train == "auto" and not tiny_model.bayes.settled(text_features(MessageContext(confident)))
+    run(new_site.learn(MessageContext(confident), "spam"))
+    assert run(new_site.store.read_log(new_site.log_name, 0)) == (0, [])  # right by a margin: not learned
+    settled = tiny_model.bayes.copy()
+    settled.settled_script = 20.0  # it learned 20 ham of Latin in training: settled
+    node = BayesScorer(settled, MemoryStore())
+    run(node.learn(MessageContext(confident), "spam"))
+    assert run(node.store.read_log(node.log_name, 0))[0] == 1  # settled: everything is learned
+
+
+def test_a_thick_threshold_waits_for_the_classifiers_full_say(tiny_model):
+    # while its say on a script is cut the score is not its opinion, and the say only grows
+    # with what is learned: the reports of a new script's ham must all count
+    raw = "Subject: 会议通知\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n明天下午三点开会，请准时参加。\r\n".encode()
+    for regime in ("auto", "on-error"):
+        node = BayesScorer(tiny_model.bayes, MemoryStore(), train=regime)
+        for n in range(int(tiny_model.bayes.min_script_ham)):
+            run(node.learn(MessageContext(raw.replace("三".encode(), str(n).encode())), "ham", user="li@example.cn"))
+        hits = {h.symbol: h for h in run(node.score(MessageContext(raw).for_user("li@example.cn")))}
+        assert "BAYES_UNTRAINED_SCRIPT" not in hits, regime
+        last, _ = run(node.store.read_log(node.log_name, 0))
+        assert last == int(tiny_model.bayes.min_script_ham), regime
 
 
 def test_explanation_names_the_strongest_tokens(tiny_model):

@@ -255,3 +255,16 @@ def test_online_steps_are_larger_on_a_script_the_model_has_learned_little_of():
     assert model.learn_step(chinese, 1).step == pytest.approx(expected)  # the step a spam report takes
     model.settled_script = 0.0
     assert model.online_rate(chinese) == model.learning_rate  # off: plain steps
+
+
+def test_a_script_is_settled_once_the_model_learned_enough_of_it():
+    X, y = corpus(40)
+    model = OnlineClassifier(bits=BITS, settled_script=1000.0).fit(X, y)
+    latin = X[0]
+    assert SCRIPTS[latin.script] == "latin" and not model.settled(latin)
+    model.settled_script = float(model.ham_scripts_[0][latin.script])  # exactly the ham it learned
+    assert model.settled(latin)
+    no_text = TextFeatures(latin.tokens, latin.grams)  # script 0: nothing to settle
+    assert OnlineClassifier(bits=BITS).settled(no_text)
+    model.settled_script = 0.0  # the threshold off: always settled
+    assert model.settled(X[1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import smtplib
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,13 @@ def corpus_labels(corpora: str, name: str = "spamassassin") -> Path | None:
         return labels
     print(f"no corpus at {labels}; see ../shared/corpora/README.md (its unpack script)", file=sys.stderr)
     return None
+
+
+def bogofilter_cutoff() -> float:
+    """bogofilter's own spam cutoff (``bogofilter -Q``), the threshold it is judged at; 0.99,
+    its compiled-in default, when the configuration does not say."""
+    config = subprocess.run(["bogofilter", "-Q"], capture_output=True, text=True).stdout
+    return next((float(line.split("=")[1].split()[0]) for line in config.splitlines() if line.startswith("spam_cutoff")), 0.99)
 
 
 def corpus_bytes(corpora: str, limit: int = 0) -> list[bytes]:

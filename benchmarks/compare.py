@@ -35,7 +35,7 @@ from mailguard.policy import LEVELS
 from mailguard.learning.train import cross_validate
 from mailguard.scanner import Scanner
 
-from common import add_corpora_option, corpus_labels  # benchmarks/common.py, beside this file
+from common import add_corpora_option, bogofilter_cutoff, corpus_labels  # benchmarks/common.py, beside this file
 
 
 def bogofilter(db: str, flags: list[str], files: list[str]) -> subprocess.CompletedProcess[str]:
@@ -71,9 +71,7 @@ def bogofilter_cv(samples: list[Sample]) -> tuple[np.ndarray, float, float]:
                 scores[index[path]] = float(score)
         finally:
             shutil.rmtree(db, ignore_errors=True)
-    config = subprocess.run(["bogofilter", "-Q"], capture_output=True, text=True).stdout
-    cutoff = next((float(line.split("=")[1].split()[0]) for line in config.splitlines() if line.startswith("spam_cutoff")), 0.99)
-    return scores, cutoff, scoring
+    return scores, bogofilter_cutoff(), scoring
 
 
 def scores_from(path: str, samples: list[Sample]) -> tuple[list[Sample], np.ndarray, np.ndarray]:

@@ -70,7 +70,7 @@ from mailguard.classifier.features import text_features
 from mailguard.stores import MemoryStore, SqliteStore
 from mailguard.learning.train import fit_model, seed
 
-from common import add_corpora_option, corpus_labels  # benchmarks/common.py, beside this file
+from common import add_corpora_option, bogofilter_cutoff, corpus_labels  # benchmarks/common.py, beside this file
 
 MODES = {"auto": "auto", "train-everything": "everything", "train-on-error": "on-error"}  # --mode -> [scorers.bayes] train
 PLAUSIBLE = timedelta(days=7)  # how far a Date header may be from the newest Received hop's date
@@ -263,10 +263,6 @@ def replay_mailguard(
 
 # -- bogofilter -----------------------------------------------------------------------------
 
-
-def bogofilter_cutoff() -> float:
-    config = subprocess.run(["bogofilter", "-Q"], capture_output=True, text=True).stdout
-    return next((float(line.split("=")[1].split()[0]) for line in config.splitlines() if line.startswith("spam_cutoff")), 0.99)
 
 
 def replay_bogofilter(stream: list[Message], warm: int, mode: str, db: Path, cutoff: float) -> dict:

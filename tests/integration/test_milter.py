@@ -336,8 +336,10 @@ def test_workers_killed_holding_a_message_answer_451_and_are_restarted(env, pf):
     thread.join(60)
     assert "error" in answer, answer
     assert answer["error"].smtp_code == 451 and answer["error"].smtp_error.startswith(b"4.7.1 Message could not be scanned")
-    failed = [line for line in milter.lines() if "exited (code -9)" in line.get("error", "")]
-    assert len(failed) == 1 and failed[0]["reply"] == "tempfail"
+    # The kill may land while the job is still on its way to a worker (the in-flight gauge
+    # rises just before the hand-over): the answer is the same, only the error's wording differs.
+    failed = [line for line in milter.lines() if line.get("error", "").startswith("WorkerDied: ")]
+    assert len(failed) == 1 and failed[0]["reply"] == "tempfail", failed
     wait_until(lambda: milter.output().count("started in place of") == restarts + 2, "both workers restarted")
     new = worker_pids(milter)
     assert len(new) == 2 and set(new).isdisjoint(old)

@@ -216,14 +216,19 @@ class BayesScorer:
         """How many tokens the model knows, and the features (tokens or byte 4-grams) that
         weigh most for this user. Only the three named are turned back into text."""
         bits, model = self.model.bits, self.model
-        tokens, _ = features.buckets(bits)
+        tokens, every = features.buckets(bits)
         known = int(((model.spam_[tokens] + model.ham_[tokens]) > 0).sum())
         names, ids = named_tokens(ctx)
         ids = np.concatenate([ids, features.grams])
-        weight = model.weights_[bucket_of(ids, bits)].astype(np.float64)
+        buckets = bucket_of(ids, bits)
+        weight = model.weights_[buckets].astype(np.float64)
+        user_tokens, user_buckets = tokens[:0], buckets[:0]
         if salt and salt in model.totals_:
-            weight += model.weights_[bucket_of(ids, bits, salt)]
-        weight *= model.feature_value(features)  # each feature's log-odds in this message
+            user_tokens, user_buckets = features.buckets(bits, salt)[0], bucket_of(ids, bits, salt)
+            weight += model.weights_[user_buckets]
+        named = len(names)  # tokens first, in the names' order, then the 4-grams (worth 1 each)
+        weight[:named] *= model.token_values(model.token_counts(buckets[:named], user_buckets[:named], salt))
+        weight *= model.feature_values(every, tokens, model.token_counts(tokens, user_tokens, salt))[2]  # each feature's log-odds here
         top = strongest_three(np.abs(weight))
         strongest = ", ".join(
             f"{names[i][:40] if i < len(names) else repr(gram_bytes(int(ids[i])))[1:]} {weight[i]:+.2f}" for i in top if weight[i]

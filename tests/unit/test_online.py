@@ -99,6 +99,7 @@ def test_update_round_trips_and_is_checked():
     back = Update.from_bytes(update.to_bytes(), model.size)
     assert (back.label, back.script, back.salt) == (update.label, update.script, update.salt) == (1, 1, update.salt)
     assert back.step == pytest.approx(update.step)
+    np.testing.assert_allclose(back.values, update.values, rtol=1e-6)
     np.testing.assert_array_equal(back.weight_buckets, update.weight_buckets)
     np.testing.assert_array_equal(back.count_buckets, update.count_buckets)
     data = update.to_bytes()
@@ -197,7 +198,8 @@ def test_normalised_features_make_a_steps_effect_independent_of_message_length()
     for normalise in (True, False):
         margins = []
         for features in (short, long):
-            model = OnlineClassifier(bits=BITS, learning_rate=2.0, normalise=normalise, settled_script=0).partial_fit([features], [1])
+            model = OnlineClassifier(bits=BITS, learning_rate=2.0, normalise=normalise, nb_values=False, settled_script=0)
+            model.partial_fit([features], [1])
             margins.append(model.score(features)[1])  # from zero weights, one step of 2.0 * (1 - 0.5)
         if normalise:
             assert margins == pytest.approx([1.0, 1.0])  # unit-length vectors: the same move, whatever the length
@@ -208,11 +210,11 @@ def test_normalised_features_make_a_steps_effect_independent_of_message_length()
 def test_a_model_saved_before_normalised_features_loads_with_what_it_was_fitted_with():
     raws, y = synthetic_corpus(30)
     X = [text_features(MessageContext(r), 3000) for r in raws]
-    old = OnlineClassifier(bits=BITS, normalise=False, gram_window=3000).fit(X, y)
-    newer = ("normalise", "gram_window", "settled_script", "max_step_boost")
+    old = OnlineClassifier(bits=BITS, normalise=False, nb_values=False, gram_window=3000).fit(X, y)
+    newer = ("normalise", "nb_values", "gram_window", "settled_script", "max_step_boost")
     params = {k: v for k, v in old.get_params().items() if k not in newer}  # an older manifest
     loaded = OnlineClassifier.from_arrays(old.to_arrays(), params)
-    assert (loaded.normalise, loaded.gram_window) == (False, 3000)
+    assert (loaded.normalise, loaded.nb_values, loaded.gram_window) == (False, False, 3000)
     assert loaded.online_rate(X[0]) == loaded.learning_rate  # plain online steps, as it had
     np.testing.assert_allclose(loaded.decision_function(X), old.decision_function(X))
     with pytest.raises(ValueError, match="gram_window"):
@@ -251,7 +253,7 @@ def test_online_steps_are_larger_on_a_script_the_model_has_learned_little_of():
         model.apply(model.learn_step(chinese, 0))
     assert model.online_rate(chinese) == pytest.approx(model.learning_rate * 80 ** 0.5 / 40 ** 0.5)  # 20 ham + 20 online
     z = model.score(chinese)[1]
-    expected = model.online_rate(chinese) * (1.0 - 1.0 / (1.0 + math.exp(-z))) * model.feature_value(chinese)
+    expected = model.online_rate(chinese) * (1.0 - 1.0 / (1.0 + math.exp(-z)))
     assert model.learn_step(chinese, 1).step == pytest.approx(expected)  # the step a spam report takes
     model.settled_script = 0.0
     assert model.online_rate(chinese) == model.learning_rate  # off: plain steps
@@ -268,3 +270,44 @@ def test_a_script_is_settled_once_the_model_learned_enough_of_it():
     assert OnlineClassifier(bits=BITS).settled(no_text)
     model.settled_script = 0.0  # the threshold off: always settled
     assert model.settled(X[1])
+
+
+def test_a_tokens_value_is_its_log_count_ratio_and_each_vector_has_unit_length():
+    X, y = corpus(60)
+    model = OnlineClassifier(bits=BITS).fit(X, y)
+    tokens, every = X[0].buckets(BITS)
+    spam, ham, n_spam, n_ham = model.token_counts(tokens, tokens[:0], 0)
+    values, _, scale = model.feature_values(every, tokens, (spam, ham, n_spam, n_ham))
+    assert float(values @ values) * scale**2 == pytest.approx(1.0)
+    grams = np.setdiff1d(every, tokens)  # buckets of 4-grams alone
+    assert len(grams) and (values[np.searchsorted(every, grams)] == 1.0).all()
+    ratio = np.abs(np.log((spam + 1) / (n_spam + 2)) - np.log((ham + 1) / (n_ham + 2)))
+    positions = np.searchsorted(every, tokens)
+    alone = np.bincount(positions)[positions] == 1  # no other token in its bucket
+    np.testing.assert_allclose(values[positions][alone], ratio[alone])
+    assert ratio.max() > 1.0 > ratio.min()  # words of one class and words of both
+    np.testing.assert_allclose(model.token_values((spam, ham, n_spam, n_ham)), ratio)
+
+
+def test_a_step_moves_the_margin_by_its_size_with_token_values():
+    X, y = corpus(60)
+    model = OnlineClassifier(bits=BITS, settled_script=0).fit(X, y)
+    mail = text_features(MessageContext(make_message(SPAM_WORDS, subject="offer", seed=99)))
+    z = model.score(mail)[1]
+    update = model.learn_step(mail, 1, count=False)  # counts unchanged: the same values before and after
+    model.apply(update)
+    assert model.score(mail)[1] == pytest.approx(z + update.step, rel=1e-4)  # unit length: |v|^2 = 1
+    assert update.step == pytest.approx(model.learning_rate * (1.0 - 1.0 / (1.0 + math.exp(-z))))
+
+
+def test_an_update_written_before_token_values_applies_its_step_to_every_bucket():
+    X, y = corpus(10)
+    model = OnlineClassifier(bits=BITS).fit(X, y)
+    old = Update(1, 1, 0.25, 0, np.array([3, 7]), np.array([3]))
+    data = bytearray(old.to_bytes()[: -4 * 2])  # an update of version 2 held no values
+    data[0] = 2
+    back = Update.from_bytes(bytes(data), model.size)
+    assert back.values is None
+    before = model.weights_[[3, 7]].copy()
+    model.apply(back)
+    np.testing.assert_allclose(model.weights_[[3, 7]], before + 0.25)

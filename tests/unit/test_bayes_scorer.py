@@ -5,6 +5,7 @@ update, never the scan."""
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from mailguard.errors import StoreError
 from mailguard.message import MessageContext
 from mailguard.classifier import online
-from mailguard.classifier.features import text_features
+from mailguard.classifier.features import bucket_of, named_tokens, text_features
 from mailguard.classifier.online import OnlineClassifier, pack_delta
 from mailguard.scorers.bayes import BayesScorer
 from mailguard.stores import MemoryStore, SqliteStore
@@ -178,6 +179,33 @@ def test_explanation_names_the_strongest_tokens(tiny_model):
     assert any(word in hit.reason for word in SPAM_WORDS + ["offer"])
 
 
+def test_explanation_weighs_each_named_token_as_the_margin_does(tiny_model):
+    """A token's term is its weight times its log count ratio over the vector's length: the
+    margin recomputed from the counts and weights alone, and the named tokens' shown terms."""
+    model = tiny_model.bayes
+    ctx = MessageContext(make_message(SPAM_WORDS, subject="offer", seed=3))
+    reason = run(BayesScorer(model, MemoryStore()).score(ctx))[0].reason
+    features = text_features(ctx, model.gram_window)
+    tokens, every = features.buckets(model.bits)
+    n_spam, n_ham = model.totals_[0]
+
+    def ratio(bucket: int) -> float:
+        return abs(math.log((model.spam_[bucket] + 1) / (n_spam + 2)) - math.log((model.ham_[bucket] + 1) / (n_ham + 2)))
+
+    vector = {int(b): 1.0 for b in every} | {int(b): ratio(b) for b in tokens}
+    norm = math.sqrt(sum(v * v for v in vector.values()))
+    assert sum(float(model.weights_[b]) * v for b, v in vector.items()) / norm == pytest.approx(model.score(features)[1], rel=1e-5)
+    names, ids = named_tokens(ctx)
+    shown = [item.rsplit(" ", 1) for item in reason.split("strongest: ")[1].split(", ")]
+    checked = 0
+    for name, term in shown:
+        if name in names:
+            bucket = int(bucket_of(ids[names.index(name) : names.index(name) + 1], model.bits)[0])
+            assert float(term) == pytest.approx(float(model.weights_[bucket]) * ratio(bucket) / norm, abs=0.006), name
+            checked += 1
+    assert checked
+
+
 def test_mail_in_a_script_without_ham_is_explained_and_learned_by_reports(tiny_model):
     store = MemoryStore()
     node = BayesScorer(tiny_model.bayes, store)
@@ -194,7 +222,7 @@ def test_mail_in_a_script_without_ham_is_explained_and_learned_by_reports(tiny_m
 
 
 def test_the_scorer_reads_4_grams_over_its_models_own_window():
-    from mailguard.classifier.features import text_features
+    from mailguard.classifier.features import bucket_of, named_tokens, text_features
 
     raws, y = synthetic_corpus(30)
     narrow = OnlineClassifier(bits=16, gram_window=200).fit([text_features(MessageContext(r), 200) for r in raws], y)

@@ -226,9 +226,10 @@ class BayesScorer:
         if salt and salt in model.totals_:
             user_tokens, user_buckets = features.buckets(bits, salt)[0], bucket_of(ids, bits, salt)
             weight += model.weights_[user_buckets]
+        values, _, scale = model.feature_values(every, tokens, model.token_counts(tokens, user_tokens, salt))
         named = len(names)  # tokens first, in the names' order, then the 4-grams (worth 1 each)
-        weight[:named] *= model.token_values(model.token_counts(buckets[:named], user_buckets[:named], salt))
-        weight *= model.feature_values(every, tokens, model.token_counts(tokens, user_tokens, salt))[2]  # each feature's log-odds here
+        weight[:named] *= values[np.searchsorted(every, buckets[:named])]
+        weight *= scale  # each feature's log-odds in this message
         top = strongest_three(np.abs(weight))
         strongest = ", ".join(
             f"{names[i][:40] if i < len(names) else repr(gram_bytes(int(ids[i])))[1:]} {weight[i]:+.2f}" for i in top if weight[i]

@@ -222,7 +222,7 @@ def test_mail_in_a_script_without_ham_is_explained_and_learned_by_reports(tiny_m
 
 
 def test_the_scorer_reads_4_grams_over_its_models_own_window():
-    from mailguard.classifier.features import bucket_of, named_tokens, text_features
+    from mailguard.classifier.features import text_features
 
     raws, y = synthetic_corpus(30)
     narrow = OnlineClassifier(bits=16, gram_window=200).fit([text_features(MessageContext(r), 200) for r in raws], y)

@@ -35,7 +35,7 @@ from scipy.special import chdtrc, expit, logit
 
 from .features import GRAM_BYTES, SCRIPTS, TextFeatures
 
-__all__ = ["OnlineClassifier", "Update", "pack_delta"]
+__all__ = ["OnlineClassifier", "Reading", "Update", "pack_delta"]
 
 _UPDATE = struct.Struct("<BBBfQII")  # version, label, script, step, salt, n weights, n counts
 _UPDATE_VERSION = 3  # 3: a value per weight bucket follows the buckets; 2 (read still): none, step included them
@@ -82,6 +82,20 @@ class Update:
             if not np.isfinite(values).all():
                 raise ValueError("update holds a value that is not a number")
         return cls(label, script, float(step), salt, buckets[:n_weights], buckets[n_weights:], values)
+
+
+@dataclasses.dataclass(frozen=True)
+class Reading:
+    """One message as the model read it for one user (`OnlineClassifier.read`): its score, and
+    the parts of the scoring an explanation reads again, so a scan computes them once."""
+
+    value: float  # blended log-odds, the say on the message's scripts applied
+    margin: float  # the regression's log-odds
+    trust: float  # the say (`OnlineClassifier.trust`)
+    known: int  # the message's tokens the global counts hold
+    every: np.ndarray  # the message's global buckets (`TextFeatures.buckets`)
+    values: np.ndarray  # each one's value in the regression, before ``scale`` (`feature_values`)
+    scale: float
 
 
 class OnlineClassifier:
@@ -237,16 +251,25 @@ class OnlineClassifier:
 
     def score(self, features: TextFeatures, salt: int = 0) -> tuple[float, float]:
         """(blended log-odds, regression margin) of one message, for the user of ``salt``."""
+        reading = self.read(features, salt)
+        return reading.value, reading.margin
+
+    def read(self, features: TextFeatures, salt: int = 0) -> Reading:
+        """One message scored for the user of ``salt``, with what the scoring computed on the
+        way that an explanation needs too (see `Reading`)."""
         tokens, every, user_tokens, user_every = self._views(features, salt)
         counts = self.token_counts(tokens, user_tokens, salt)
-        z = self._margin(every, user_every, *self.feature_values(every, tokens, counts, user_every, user_tokens))
+        values, user_values, scale = self.feature_values(every, tokens, counts, user_every, user_tokens)
+        z = self._margin(every, user_every, values, user_values, scale)
         spam, ham, n_spam, n_ham = counts
         seen = (spam + ham) > 0
+        known = int(seen.sum()) if not len(user_tokens) else int(((self.spam_[tokens] + self.ham_[tokens]) > 0).sum())
         blend = self.fisher_weight * self._fisher(spam[seen], ham[seen], max(n_spam, 1.0), max(n_ham, 1.0))
         blend += (1.0 - self.fisher_weight) * float(expit(z / self.temperature))
         value = float(logit(blend))
         value = self.clip if value > self.clip else -self.clip if value < -self.clip else value  # np.clip's answer, 6 us sooner
-        return value * self.trust(features, salt), z
+        trust = self.trust(features, salt)
+        return Reading(value * trust, z, trust, known, every, values, scale)
 
     def trust(self, features: TextFeatures, salt: int = 0) -> float:
         """How much say the classifier has on this message, from 0 to 1: each script's share

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..arrays import strongest_three
 from ..classifier.features import SCRIPTS, TextFeatures, bucket_of, gram_bytes, named_tokens, text_features, user_salt
-from ..classifier.online import OnlineClassifier, Update
+from ..classifier.online import OnlineClassifier, Reading, Update
 from ..errors import ConfigError, StoreError
 from ..message.context import MessageContext
 from ..policy import canonical_user
@@ -203,38 +203,33 @@ class BayesScorer:
             log.warning("bayes: store unavailable, scoring with what this node holds: %s", exc)
             note = "; store unavailable: learned state as last read"
         salt = self._salt(ctx.user)
-        value, _ = self.model.score(features, salt)
-        hits = [Hit("BAYES", value, self._explain(ctx, features, salt) + note)]
-        trust = self.model.trust(features, salt)
-        if trust < 1.0:  # explained, worth no points of its own: BAYES is already cut
+        reading = self.model.read(features, salt)
+        hits = [Hit("BAYES", reading.value, self._explain(ctx, features, salt, reading) + note)]
+        if reading.trust < 1.0:  # explained, worth no points of its own: BAYES is already cut
             script, share = self.model.untrained_script(features, salt)
-            reason = f"text {share:.0%} {SCRIPTS[script]}: the classifier has {trust:.0%} of its say"
+            reason = f"text {share:.0%} {SCRIPTS[script]}: the classifier has {reading.trust:.0%} of its say"
             hits.append(Hit("BAYES_UNTRAINED_SCRIPT", 1.0, reason))
         return hits
 
-    def _explain(self, ctx: MessageContext, features: TextFeatures, salt: int) -> str:
+    def _explain(self, ctx: MessageContext, features: TextFeatures, salt: int, reading: Reading) -> str:
         """How many tokens the model knows, and the features (tokens or byte 4-grams) that
-        weigh most for this user. Only the three named are turned back into text."""
+        weigh most for this user, from the scan's own `Reading`. Only the three named are
+        turned back into text."""
         bits, model = self.model.bits, self.model
-        tokens, every = features.buckets(bits)
-        known = int(((model.spam_[tokens] + model.ham_[tokens]) > 0).sum())
         names, ids = named_tokens(ctx)
         ids = np.concatenate([ids, features.grams])
         buckets = bucket_of(ids, bits)
         weight = model.weights_[buckets].astype(np.float64)
-        user_tokens, user_buckets = tokens[:0], buckets[:0]
         if salt and salt in model.totals_:
-            user_tokens, user_buckets = features.buckets(bits, salt)[0], bucket_of(ids, bits, salt)
-            weight += model.weights_[user_buckets]
-        values, _, scale = model.feature_values(every, tokens, model.token_counts(tokens, user_tokens, salt))
+            weight += model.weights_[bucket_of(ids, bits, salt)]
         named = len(names)  # tokens first, in the names' order, then the 4-grams (worth 1 each)
-        weight[:named] *= values[np.searchsorted(every, buckets[:named])]
-        weight *= scale  # each feature's log-odds in this message
+        weight[:named] *= reading.values[np.searchsorted(reading.every, buckets[:named])]
+        weight *= reading.scale  # each feature's log-odds in this message
         top = strongest_three(np.abs(weight))
         strongest = ", ".join(
             f"{names[i][:40] if i < len(names) else repr(gram_bytes(int(ids[i])))[1:]} {weight[i]:+.2f}" for i in top if weight[i]
         )
-        return f"{known} of {len(tokens)} tokens known" + (f"; strongest: {strongest}" if strongest else "")
+        return f"{reading.known} of {len(features.tokens)} tokens known" + (f"; strongest: {strongest}" if strongest else "")
 
     def _thick(self, features: TextFeatures, salt: int) -> bool:
         """Whether this message is learned only if the classifier gets it wrong or nearly

@@ -68,6 +68,7 @@ class TextFeatures:
     _buckets: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = dataclasses.field(
         default_factory=dict, compare=False, repr=False
     )
+    _slots: dict[tuple[int, int], np.ndarray] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def buckets(self, bits: int, salt: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """(token buckets, all buckets) in a table of ``2 ** bits``: the global copy with
@@ -79,6 +80,15 @@ class TextFeatures:
         if found is None:
             tokens = bucket_of(self.tokens, bits, salt)
             found = self._buckets[(bits, salt)] = (tokens, sorted_distinct(np.concatenate((tokens, bucket_of(self.grams, bits, salt)))))
+        return found
+
+    def slots(self, bits: int, salt: int = 0) -> np.ndarray:
+        """Where each token bucket of `buckets` stands among all its buckets (token order).
+        Remembered too: a scan reads it twice (score, explanation) and a learn once more."""
+        found = self._slots.get((bits, salt))
+        if found is None:
+            tokens, every = self.buckets(bits, salt)
+            found = self._slots[(bits, salt)] = np.searchsorted(every, tokens)
         return found
 
 

@@ -202,14 +202,15 @@ class OnlineClassifier:
     def feature_values(
         self,
         every: np.ndarray,
-        tokens: np.ndarray,
+        slots: np.ndarray,
         counts: tuple[np.ndarray, np.ndarray, float, float],
         user_every: np.ndarray | None = None,
-        user_tokens: np.ndarray | None = None,
+        user_slots: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, float]:
         """The value of each of the message's features in the regression, for the global
-        buckets ``every`` and the user's ``user_every`` (their tokens line up with ``tokens``),
-        and the scale they all take: (values, user values, scale).
+        buckets ``every`` and the user's ``user_every`` (``slots``, ``user_slots``: where the
+        tokens stand among them, `TextFeatures.slots`), and the scale they all take:
+        (values, user values, scale).
 
         A 4-gram is worth 1. A token is worth 1 too, or with ``nb_values`` the absolute log
         ratio of its spam and ham counts (Laplace-smoothed): the naive-Bayes feature scaling
@@ -230,9 +231,9 @@ class OnlineClassifier:
         values, user_values = np.ones(len(every)), np.ones(len(user_every))
         if self.nb_values:
             ratio = self.token_values(counts)
-            values[np.searchsorted(every, tokens)] = ratio
-            if len(user_every) and user_tokens is not None:
-                user_values[np.searchsorted(user_every, user_tokens)] = ratio
+            values[slots] = ratio
+            if len(user_every) and user_slots is not None:
+                user_values[user_slots] = ratio
         if not self.normalise:
             return values, user_values, 1.0
         return values, user_values, 1.0 / max(float(np.sqrt(values @ values)), 1e-12)
@@ -259,7 +260,8 @@ class OnlineClassifier:
         way that an explanation needs too (see `Reading`)."""
         tokens, every, user_tokens, user_every = self._views(features, salt)
         counts = self.token_counts(tokens, user_tokens, salt)
-        values, user_values, scale = self.feature_values(every, tokens, counts, user_every, user_tokens)
+        user_slots = features.slots(self.bits, salt) if len(user_every) else None
+        values, user_values, scale = self.feature_values(every, features.slots(self.bits), counts, user_every, user_slots)
         z = self._margin(every, user_every, values, user_values, scale)
         spam, ham, n_spam, n_ham = counts
         seen = (spam + ham) > 0
@@ -343,11 +345,12 @@ class OnlineClassifier:
         counts = self.token_counts(tokens, user_tokens, salt)
         if salt:  # the user's copy takes the step, whether they learned anything before or not
             own_tokens, own_every = features.buckets(self.bits, salt)
-            values, own_values, scale = self.feature_values(every, tokens, counts, own_every, own_tokens)
+            own_slots = features.slots(self.bits, salt)
+            values, own_values, scale = self.feature_values(every, features.slots(self.bits), counts, own_every, own_slots)
             z = self._margin(every, user_every, values, own_values if len(user_every) else own_values[:0], scale)
         else:
             own_tokens, own_every = tokens, every
-            own_values, _, scale = self.feature_values(every, tokens, counts)
+            own_values, _, scale = self.feature_values(every, features.slots(self.bits), counts)
             z = self._margin(every, user_every, own_values, own_values[:0], scale)
         step = (self.online_rate(features, salt) if rate is None else rate) * (label - float(expit(z)))
         return Update(label, features.script, step, salt, own_every, own_tokens if count else own_tokens[:0], (own_values * scale).astype(np.float32))

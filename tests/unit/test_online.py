@@ -277,7 +277,7 @@ def test_a_tokens_value_is_its_log_count_ratio_and_each_vector_has_unit_length()
     model = OnlineClassifier(bits=BITS).fit(X, y)
     tokens, every = X[0].buckets(BITS)
     spam, ham, n_spam, n_ham = model.token_counts(tokens, tokens[:0], 0)
-    values, _, scale = model.feature_values(every, tokens, (spam, ham, n_spam, n_ham))
+    values, _, scale = model.feature_values(every, X[0].slots(BITS), (spam, ham, n_spam, n_ham))
     assert float(values @ values) * scale**2 == pytest.approx(1.0)
     grams = np.setdiff1d(every, tokens)  # buckets of 4-grams alone
     assert len(grams) and (values[np.searchsorted(every, grams)] == 1.0).all()

@@ -98,6 +98,17 @@ def test_scorer_timeout_and_scan_deadline(tiny_model, ham_message):
     assert "deadline" in result.failures[0].message
 
 
+def test_a_scorer_past_its_timeout_is_cancelled_while_slower_ones_within_theirs_still_answer(tiny_model, ham_message):
+    stuck = FixedScorer("stuck", [Hit("X", 5.0)], delay=5.0, timeout=0.1)
+    slow = FixedScorer("slow", [Hit("Y", 1.0)], delay=0.3, timeout=2.0)
+    fast = FixedScorer("fast", [Hit("Z", 1.0)])
+    with scanner_with(tiny_model, stuck, slow, fast) as scanner:
+        result = scanner.scan_sync(ham_message)
+    assert [(f.scorer, f.kind, f.message) for f in result.failures] == [("stuck", "timeout", "no answer within 0.1s")]
+    assert {"Y", "Z"} <= {c.symbol for c in result.contributions}
+    assert "X" not in {c.symbol for c in result.contributions}
+
+
 def test_scorer_returning_garbage_is_a_failure(tiny_model, ham_message):
     bad = FixedScorer("bad", [])
     bad.hits = ["not a hit"]  # type: ignore[list-item]

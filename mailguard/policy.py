@@ -12,7 +12,6 @@ threshold is never carried past ``[users] threshold_floor``/``threshold_ceiling`
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import re
@@ -23,7 +22,7 @@ from .config import PolicyConfig, UsersConfig, validate_policy_config
 from .errors import ConfigError, StoreError
 from .message.addresses import MAX_INPUT_CHARS, canonical_address
 from .result import Action, Contribution, ScorerFailure, Verdict
-from .stores.base import CounterStore, KeyValueStore
+from .stores.base import CounterStore, KeyValueStore, together
 from .thresholds import ACTIONS_BY_SCORE, LEVELS, Thresholds
 
 __all__ = ["LEVELS", "Policy", "Thresholds", "canonical_user", "validate_policy_config"]
@@ -74,7 +73,7 @@ class Policy:
         if not user:
             return self.default
         try:
-            raw, shift = await asyncio.gather(self.store.get(_user_key(user)), self.shift_for(user))
+            raw, shift = await together(self.store, self.store.get(_user_key(user)), self.shift_for(user))
         except StoreError:
             return self.default
         base, moves = self._from_json(raw) if raw is not None else (self.default, True)

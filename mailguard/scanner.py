@@ -99,12 +99,13 @@ class Scanner:
             user = canonical_user(user, self.config.users)
         if user != ctx.user:
             ctx = ctx.for_user(user)
-        # the user's thresholds are read while the scorers run (one store round trip fewer)
-        thresholds_read = asyncio.ensure_future(self.policy.thresholds_for(user))
+        # the user's thresholds are read while the scorers run (one store round trip fewer);
+        # mail for no one in particular takes the default, with no task to read it
+        thresholds_read = asyncio.ensure_future(self.policy.thresholds_for(user)) if user else None
         try:
             scorer_hits, failures = await self._run_scorers(ctx)
         finally:
-            thresholds = await thresholds_read
+            thresholds = await thresholds_read if thresholds_read is not None else self.policy.default
         score, contributions = self.combiner.combine(scorer_hits)
         probability = sigmoid(score)
         verdict = self.policy.decide(

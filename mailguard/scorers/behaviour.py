@@ -44,7 +44,7 @@ from ..message.context import MessageContext
 from ..message.relay import DEFAULT_TRUSTED_NETWORKS, Network, client_relay, parse_networks
 from ..result import Hit
 from ..scorer import ScorerInfo, Services
-from ..stores.base import Store
+from ..stores.base import Store, together
 
 __all__ = ["BehaviourScorer"]
 
@@ -213,8 +213,8 @@ class BehaviourScorer:
 
     async def _incr_and_read(self, increments: dict[str, float], keys: list[str]) -> dict[str, float]:
         try:
-            _, counts = await asyncio.gather(
-                self.store.incr_many(increments, ttl=self.rate_window), self.store.get_counters(keys)
+            _, counts = await together(
+                self.store, self.store.incr_many(increments, ttl=self.rate_window), self.store.get_counters(keys)
             )
         except MailguardError:
             raise

@@ -61,7 +61,7 @@ from ..message.context import MessageContext
 from ..policy import canonical_user
 from ..result import Hit
 from ..scorer import Label, ScorerInfo, Services, Source
-from ..stores.base import Store
+from ..stores.base import Store, together
 
 __all__ = ["FingerprintScorer", "Settings"]
 
@@ -322,7 +322,7 @@ class FingerprintScorer:
         calls.append(self.store.get_many(list(attachments)) if attachments else _none({}))
         if adds:
             calls.append(self.store.add_members(adds, ttl=self.bulk_window + self.bucket_span))
-        found_sets, found_attachments, *_ = await asyncio.gather(*calls)
+        found_sets, found_attachments, *_ = await together(self.store, *calls)
 
         hits: list[Hit] = []
         if fprint is not None:
@@ -405,8 +405,8 @@ class FingerprintScorer:
             return
         band_keys = [f"{space}:b:{band}" for band in fprint.bands] if fprint is not None else []
         try:
-            members, old = await asyncio.gather(
-                self.store.get_members(band_keys) if band_keys else _none({}), self.store.get_many(record_keys)
+            members, old = await together(
+                self.store, self.store.get_members(band_keys) if band_keys else _none({}), self.store.get_many(record_keys)
             )
             records: dict[str, bytes] = {}
             for key in record_keys:
@@ -424,7 +424,7 @@ class FingerprintScorer:
             writes: list[Any] = [self.store.set_many(records, ttl=self.learn_ttl)]
             if adds:
                 writes.append(self.store.add_members(adds, ttl=self.learn_ttl))
-            await asyncio.gather(*writes)
+            await together(self.store, *writes)
         except MailguardError:
             raise
         except Exception as exc:

@@ -8,10 +8,32 @@ the network answers it in one round trip.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Protocol, runtime_checkable
+import asyncio
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["CounterStore", "KeyValueStore", "LogStore", "SetStore", "Store"]
+__all__ = ["CounterStore", "KeyValueStore", "LogStore", "SetStore", "Store", "together"]
+
+
+async def together(store: object, *calls: Awaitable[Any]) -> list[Any]:
+    """The answers of store calls meant to share one round trip, in order, failing as
+    ``asyncio.gather`` does (every call runs; the first error is raised). Gathered for a store
+    that batches the calls of one loop tick (Redis); awaited one after another for a store
+    whose calls answer without waiting (``answers_inline``: SQLite, memory), which gives the
+    same answers in the same order without a task per call."""
+    if not getattr(store, "answers_inline", False):
+        return list(await asyncio.gather(*calls))
+    answers: list[Any] = []
+    error: BaseException | None = None
+    for call in calls:
+        try:
+            answers.append(await call)
+        except Exception as exc:
+            error = error or exc
+            answers.append(None)
+    if error is not None:
+        raise error
+    return answers
 
 
 @runtime_checkable

@@ -12,6 +12,8 @@ __all__ = ["MemoryStore"]
 class MemoryStore:
     """Dict-backed `Store`; ``clock`` is injectable so TTL tests need no sleeping."""
 
+    answers_inline = True  # each call runs to its end before it returns (see `base.together`)
+
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
         self._counters: dict[str, tuple[float, float | None]] = {}

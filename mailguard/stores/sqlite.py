@@ -56,6 +56,8 @@ _PURGE_EVERY = 1000  # writes between sweeps of expired rows
 
 
 class SqliteStore:
+    answers_inline = True  # each call runs to its end before it returns (see `base.together`)
+
     def __init__(self, path: str | Path, *, clock: Callable[[], float] = time.time, timeout: float = 10.0) -> None:
         self.path = Path(path)
         self._clock = clock

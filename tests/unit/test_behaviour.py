@@ -505,6 +505,8 @@ def test_per_recipient_rescans_count_once(store_and_clock):
 class RecordingStore(MemoryStore):
     """Logs when each counter call starts and ends, yielding to the loop in between."""
 
+    answers_inline = False  # it waits inside its calls, as a store across the network does
+
     def __init__(self, clock) -> None:
         super().__init__(clock=clock)
         self.events: list[str] = []

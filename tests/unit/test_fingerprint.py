@@ -253,6 +253,8 @@ class CountingStore:
     calls issued in the same event-loop tick share a round (as a coalescing store would
     send them in one round trip)."""
 
+    answers_inline = False  # its calls wait, as a coalescing store's do
+
     def __init__(self, inner) -> None:
         self.inner = inner
         self.calls: list[tuple[str, int, int]] = []

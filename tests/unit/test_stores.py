@@ -12,6 +12,7 @@ import pytest
 from mailguard.config import StoreConfig
 from mailguard.errors import ConfigError, StoreError
 from mailguard.stores import MemoryStore, SqliteStore, Store, open_store
+from mailguard.stores.base import together
 
 
 class Clock:
@@ -444,3 +445,33 @@ def test_a_read_sees_the_writes_issued_before_it(store):
 
     assert run(count_then_read())[1] == {"rate:1": 1.0}
     assert run(count_then_read())[1] == {"rate:1": 2.0}
+
+
+def test_together_awaits_an_inline_stores_calls_in_order_and_fails_as_gather_does(store):
+    """Every call still runs when one fails before it, and the first error is raised."""
+
+    async def boom():
+        raise StoreError("first")
+
+    async def calls():
+        with pytest.raises(StoreError, match="first"):
+            await together(store, boom(), store.incr_many({"after": 1.0}), store.set("later", b"x"))
+        return await together(store, store.get_counters(["after"]), store.get("later"))
+
+    assert store.answers_inline
+    assert run(calls()) == [{"after": 1.0}, b"x"]
+
+
+def test_together_gathers_the_calls_of_a_store_that_waits():
+    events: list[str] = []
+
+    class Waiting:  # a store whose calls wait for the network: they must be in flight together
+        async def call(self, name: str) -> str:
+            events.append(f"{name}-start")
+            await asyncio.sleep(0)
+            events.append(f"{name}-end")
+            return name
+
+    waiting = Waiting()
+    assert run(together(waiting, waiting.call("a"), waiting.call("b"))) == ["a", "b"]
+    assert events == ["a-start", "b-start", "a-end", "b-end"]

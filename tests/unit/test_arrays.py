@@ -28,6 +28,8 @@ def test_strongest_three_gives_what_a_full_sort_gives(size):
         rng.integers(0, 4, size=size).astype(np.float64),  # ties everywhere: the sort's path
         np.abs(rng.normal(size=size)).astype(np.float32).astype(np.float64),  # weights as the model holds them
         np.zeros(size),
+        np.sort(np.abs(rng.normal(size=size))),  # the top three all in the last third
+        -np.sort(-np.abs(rng.normal(size=size))),  # ... and all in the first
     ]
     if size > 3:
         tied = np.abs(rng.normal(size=size))

@@ -653,3 +653,21 @@ def test_rfc2231_parameters_in_a_codec_that_cannot_replace_hide_nothing():
             b"Content-Disposition: attachment; filename*0*=idna''%FF; filename*1=x.exe\r\n\r\nPK")
     ctx = MessageContext(name)
     assert [a.filename[-5:] for a in ctx.attachments] == ["x.exe"]
+
+
+@pytest.mark.parametrize(
+    "headers, expected",
+    [
+        (b"Content-Type: application/octet-stream; NAME=\"Report.PDF\"\r\n", "Report.PDF"),
+        (b"Content-Type: application/octet-stream\r\nContent-Disposition: attachment; FileName=a.exe\r\n", "a.exe"),
+        (b"Content-Type: application/octet-stream\r\nContent-Disposition: attachment; filename*=utf-8''%E5%8F%91.pdf\r\n", "\u53d1.pdf"),
+        (b"Content-Type: application/octet-stream; charset=x\r\nContent-Disposition: attachment\r\n", ""),
+    ],
+)
+def test_a_parts_file_name_is_found_however_its_parameter_is_written(headers, expected):
+    raw = (
+        b"From: a@example.com\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b\r\n" + headers + b"\r\nAAAA\r\n--b--\r\n"
+    )
+    ctx = MessageContext(raw)
+    assert [a.filename for a in ctx.attachments] == [expected]

@@ -239,3 +239,18 @@ def test_aliases_and_plus_tags_reach_the_same_per_user_thresholds(tiny_model):
             result = scanner.scan_sync(raw, user=address)
             assert result.verdict.user == "alice@shop.example"
             assert result.verdict.required == LEVELS["high"].required != LEVELS["medium"].required
+
+
+def test_close_cancels_what_a_sync_scan_left_running_and_closes_its_loop(tiny_model, ham_message):
+    left: list[asyncio.Task] = []
+
+    class Spawner(FixedScorer):
+        async def score(self, ctx):
+            left.append(asyncio.get_running_loop().create_task(asyncio.sleep(3600)))
+            return []
+
+    scanner = scanner_with(tiny_model, Spawner("spawner", []))
+    scanner.scan_sync(ham_message)
+    loop = left[0].get_loop()
+    scanner.close()
+    assert left[0].cancelled() and loop.is_closed()

@@ -63,6 +63,10 @@ class SqliteStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._writes = 0
+        # A log read that found nothing new, and when: (after, limit) -> (its answer's head,
+        # data_version then, this connection's log writes then). See `read_log`.
+        self._quiet_logs: dict[str, tuple[int, int, int, int, int]] = {}
+        self._log_writes = 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
@@ -181,19 +185,36 @@ class SqliteStore:
 
     async def append_log(self, name: str, entry: bytes) -> int:
         data = bytes(entry)
-        with self._transaction() as db:  # the head's increment and the entry commit together
-            ((number,),) = db.execute(_LOG_NEXT, (name,)).fetchall()
-            db.execute("INSERT INTO logs(name, id, data) VALUES (?, ?, ?)", (name, number, data))
+        try:
+            with self._transaction() as db:  # the head's increment and the entry commit together
+                ((number,),) = db.execute(_LOG_NEXT, (name,)).fetchall()
+                db.execute("INSERT INTO logs(name, id, data) VALUES (?, ?, ?)", (name, number, data))
+        finally:
+            self._log_writes += 1  # after the commit: a read in between is not remembered past it
         return int(number)
 
     async def read_log(self, name: str, after: int, limit: int = 1000) -> tuple[int, list[tuple[int, bytes]]]:
+        """Entries after ``after``. Every scan asks, and almost always nothing is new: when no
+        other connection committed anything since the same question found nothing (SQLite's
+        ``PRAGMA data_version``) and this one wrote no log, that answer stands, for a pragma
+        instead of the query (35 us, 1% of a scan)."""
+        version = int(self._read("PRAGMA data_version", ())[0][0])  # type: ignore[call-overload]
+        quiet = self._quiet_logs.get(name)
+        if quiet is not None and quiet[:2] == (after, limit) and quiet[3:] == (version, self._log_writes):
+            return quiet[2], []
         rows = self._read(_LOG_READ, (after, name, max(limit, 1)))  # LIMIT 0 would hide the head too
         last = int(rows[0][0]) if rows else 0  # type: ignore[call-overload]
         entries = [(int(n), bytes(data)) for _, n, data in rows if n is not None]  # type: ignore[call-overload]
-        return last, entries[: max(limit, 0)]
+        entries = entries[: max(limit, 0)]
+        if not entries:
+            self._quiet_logs[name] = (after, limit, last, version, self._log_writes)
+        return last, entries
 
     async def trim_log(self, name: str, upto: int) -> None:
-        self._write("DELETE FROM logs WHERE name = ? AND id <= ?", [(name, upto)])
+        try:
+            self._write("DELETE FROM logs WHERE name = ? AND id <= ?", [(name, upto)])
+        finally:
+            self._log_writes += 1
 
     async def close(self) -> None:
         with self._lock:

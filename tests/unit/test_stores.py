@@ -187,6 +187,30 @@ def test_sqlite_two_objects_same_file_see_each_other(tmp_path, clock):
         run(second.close())
 
 
+def test_sqlite_log_reads_that_found_nothing_see_what_comes_after_from_any_connection(tmp_path, clock):
+    """An empty read is remembered, but never past a write: another connection's, or its own."""
+    path = tmp_path / "shared.sqlite3"
+    first, second = SqliteStore(path, clock=clock), SqliteStore(path, clock=clock)
+    try:
+        assert run(first.read_log("u", 0)) == (0, [])
+        assert run(first.read_log("u", 0)) == (0, [])  # remembered
+        run(second.append_log("u", b"a"))
+        assert run(first.read_log("u", 0)) == (1, [(1, b"a")])
+        assert run(first.read_log("u", 1)) == (1, [])
+        run(second.incr_many({"other": 1.0}))  # any commit elsewhere: asked again, same answer
+        assert run(first.read_log("u", 1)) == (1, [])
+        run(first.append_log("u", b"b"))  # its own write
+        assert run(first.read_log("u", 1)) == (2, [(2, b"b")])
+        assert run(first.read_log("u", 2, limit=5)) == (2, [])
+        run(first.trim_log("u", 2))
+        run(second.append_log("u", b"c"))
+        assert run(first.read_log("u", 2, limit=5)) == (3, [(3, b"c")])
+        assert run(second.read_log("u", 0)) == (3, [(3, b"c")])
+    finally:
+        run(first.close())
+        run(second.close())
+
+
 def test_sqlite_persists_across_reopen(tmp_path, clock):
     path = tmp_path / "p.sqlite3"
     s = SqliteStore(path, clock=clock)

@@ -65,7 +65,9 @@ class TextFeatures:
     grams: np.ndarray
     script: int = 0  # index into SCRIPTS: what the text is mostly written in
     shares: tuple[float, ...] = ()  # each script's share of the text (`script_mix`); () is all `script`
-    _buckets: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = dataclasses.field(
+    # each of `named_tokens`' tokens (in the names' order) as an index into ``tokens``; None: not kept
+    named: np.ndarray | None = dataclasses.field(default=None, compare=False, repr=False)
+    _buckets: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = dataclasses.field(
         default_factory=dict, compare=False, repr=False
     )
     _slots: dict[tuple[int, int], np.ndarray] = dataclasses.field(default_factory=dict, compare=False, repr=False)
@@ -76,13 +78,20 @@ class TextFeatures:
         order (so a user's copy lines up with the global one, token by token); all buckets
         are distinct (the regression's binary features). Remembered: a scan and the learn
         after it hash once."""
+        return self._hashed(bits, salt)[:2]
+
+    def gram_buckets(self, bits: int, salt: int = 0) -> np.ndarray:
+        """The bucket of each 4-gram, in ``grams`` order (remembered with `buckets`)."""
+        return self._hashed(bits, salt)[2]
+
+    def _hashed(self, bits: int, salt: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         found = self._buckets.get((bits, salt))
         if found is None:
-            tokens = bucket_of(self.tokens, bits, salt)
-            both = np.concatenate((tokens, bucket_of(self.grams, bits, salt)))
+            tokens, grams = bucket_of(self.tokens, bits, salt), bucket_of(self.grams, bits, salt)
+            both = np.concatenate((tokens, grams))
             # sorted as 32-bit numbers when they fit: half the time of a 64-bit sort here
             every = sorted_distinct(both.astype(np.uint32)).astype(np.int64) if bits <= 32 else sorted_distinct(both)
-            found = self._buckets[(bits, salt)] = (tokens, every)
+            found = self._buckets[(bits, salt)] = (tokens, every, grams)
         return found
 
     def slots(self, bits: int, salt: int = 0) -> np.ndarray:
@@ -131,9 +140,22 @@ def text_features(ctx: MessageContext, gram_window: int = GRAM_BYTES) -> TextFea
 
     def build() -> TextFeatures:
         script, shares = script_mix((ctx.subject + " " + ctx.text)[:_SCRIPT_CHARS])
-        return TextFeatures(sorted_distinct(named_tokens(ctx)[1]), byte_grams(ctx.raw, gram_window), script, shares)
+        tokens, named = _distinct_with_index(named_tokens(ctx)[1])
+        return TextFeatures(tokens, byte_grams(ctx.raw, gram_window), script, shares, named)
 
     return ctx.cached(f"text.features:{gram_window}", build)
+
+
+def _distinct_with_index(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``sorted_distinct(ids)``, and where each of ``ids`` landed in it (so an explanation
+    in the names' order needs no search)."""
+    order = np.argsort(ids, kind="stable")
+    ordered = ids[order]
+    keep = np.ones(len(ordered), dtype=bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    index = np.empty(len(ids), dtype=np.int64)
+    index[order] = np.cumsum(keep) - 1
+    return ordered[keep], index
 
 
 def script_mix(text: str) -> tuple[int, tuple[float, ...]]:

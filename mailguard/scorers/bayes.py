@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from ..arrays import strongest_three
-from ..classifier.features import SCRIPTS, TextFeatures, bucket_of, gram_bytes, named_tokens, text_features, user_salt
+from ..classifier.features import SCRIPTS, TextFeatures, gram_bytes, named_tokens, text_features, user_salt
 from ..classifier.online import OnlineClassifier, Reading, Update
 from ..errors import ConfigError, StoreError
 from ..message.context import MessageContext
@@ -217,17 +217,19 @@ class BayesScorer:
         turned back into text."""
         bits, model = self.model.bits, self.model
         names, ids = named_tokens(ctx)
-        ids = np.concatenate([ids, features.grams])
-        buckets = bucket_of(ids, bits)
+        named = len(names)  # tokens first, in the names' order, then the 4-grams (worth 1 each)
+        where = features.named if features.named is not None else np.searchsorted(features.tokens, ids)  # in tokens
+        buckets = np.concatenate([features.buckets(bits)[0][where], features.gram_buckets(bits)])
         weight = model.weights_[buckets].astype(np.float64)
         if salt and salt in model.totals_:
-            weight += model.weights_[bucket_of(ids, bits, salt)]
-        named = len(names)  # tokens first, in the names' order, then the 4-grams (worth 1 each)
-        weight[:named] *= reading.values[np.searchsorted(reading.every, buckets[:named])]
+            weight += model.weights_[np.concatenate([features.buckets(bits, salt)[0][where], features.gram_buckets(bits, salt)])]
+        weight[:named] *= reading.values[features.slots(bits)[where]]
         weight *= reading.scale  # each feature's log-odds in this message
         top = strongest_three(np.abs(weight))
         strongest = ", ".join(
-            f"{names[i][:40] if i < len(names) else repr(gram_bytes(int(ids[i])))[1:]} {weight[i]:+.2f}" for i in top if weight[i]
+            f"{names[i][:40] if i < named else repr(gram_bytes(int(features.grams[i - named])))[1:]} {weight[i]:+.2f}"
+            for i in top
+            if weight[i]
         )
         return f"{reading.known} of {len(features.tokens)} tokens known" + (f"; strongest: {strongest}" if strongest else "")
 

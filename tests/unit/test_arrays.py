@@ -39,3 +39,14 @@ def test_strongest_three_gives_what_a_full_sort_gives(size):
         cases += [tied, with_nan]
     for values in cases:
         assert strongest_three(values).tolist() == np.argsort(-values)[:3].tolist()
+
+
+@pytest.mark.parametrize("size", [0, 1, 5, 300])
+def test_distinct_token_ids_keep_where_each_name_landed(size):
+    from mailguard.classifier.features import _distinct_with_index
+
+    rng = np.random.default_rng(size)
+    ids = rng.integers(0, max(2, size // 2), size=size).astype(np.uint64)  # repeats, as colliding hashes would
+    distinct, where = _distinct_with_index(ids)
+    assert np.array_equal(distinct, sorted_distinct(ids))
+    assert np.array_equal(distinct[where], ids)

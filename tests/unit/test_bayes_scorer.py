@@ -206,6 +206,43 @@ def test_explanation_weighs_each_named_token_as_the_margin_does(tiny_model):
     assert checked
 
 
+def test_a_users_explanation_weighs_their_own_copy_with_the_global_one(tiny_model):
+    """For a user who reported such mail as ham, a named token's term is (global + their weight) times its
+    value (global plus their counts) over the vector's length, as the margin takes it."""
+    node = BayesScorer(tiny_model.bayes, MemoryStore(), train="everything")
+    user = "carol@example.net"
+    raw = make_message(SPAM_WORDS, subject="offer", seed=3)
+    for n in range(3):
+        run(node.learn(MessageContext(make_message(SPAM_WORDS, subject="offer", seed=10 + n)), "ham", user=user))
+    ctx = MessageContext(raw).for_user(user)
+    reason = run(node.score(ctx))[0].reason
+    model, salt = node.model, node._salt(user)
+    features = text_features(ctx, model.gram_window)
+    tokens, every = features.buckets(model.bits)
+    mine, mine_every = features.buckets(model.bits, salt)
+    spam_total, ham_total = (a + b for a, b in zip(model.totals_[0], model.totals_[salt]))
+
+    def ratio(i: int) -> float:
+        spam = model.spam_[tokens[i]] + model.spam_[mine[i]]
+        ham = model.ham_[tokens[i]] + model.ham_[mine[i]]
+        return abs(math.log((spam + 1) / (spam_total + 2)) - math.log((ham + 1) / (ham_total + 2)))
+
+    values = {int(b): 1.0 for b in every} | {int(tokens[i]): ratio(i) for i in range(len(tokens))}
+    user_values = {int(b): 1.0 for b in mine_every} | {int(mine[i]): ratio(i) for i in range(len(mine))}
+    norm = math.sqrt(sum(v * v for v in values.values()))
+    names, ids = named_tokens(ctx)
+    shown = [item.rsplit(" ", 1) for item in reason.split("strongest: ")[1].split(", ")]
+    checked = 0
+    for name, term in shown:
+        if name in names:
+            i = int(list(features.tokens).index(ids[names.index(name)]))
+            weight = float(model.weights_[tokens[i]]) + float(model.weights_[mine[i]])
+            assert values[int(tokens[i])] == user_values[int(mine[i])]
+            assert float(term) == pytest.approx(weight * ratio(i) / norm, abs=0.006), name
+            checked += 1
+    assert checked
+
+
 def test_mail_in_a_script_without_ham_is_explained_and_learned_by_reports(tiny_model):
     store = MemoryStore()
     node = BayesScorer(tiny_model.bayes, store)

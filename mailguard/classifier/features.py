@@ -151,9 +151,12 @@ def _distinct_with_index(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     in the names' order needs no search)."""
     order = np.argsort(ids, kind="stable")
     ordered = ids[order]
+    index = np.empty(len(ids), dtype=np.int64)
     keep = np.ones(len(ordered), dtype=bool)
     np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
-    index = np.empty(len(ids), dtype=np.int64)
+    if keep.all():  # 64-bit ids of distinct names: practically always
+        index[order] = np.arange(len(ids))
+        return ordered, index
     index[order] = np.cumsum(keep) - 1
     return ordered[keep], index
 

@@ -46,7 +46,8 @@ def test_distinct_token_ids_keep_where_each_name_landed(size):
     from mailguard.classifier.features import _distinct_with_index
 
     rng = np.random.default_rng(size)
-    ids = rng.integers(0, max(2, size // 2), size=size).astype(np.uint64)  # repeats, as colliding hashes would
-    distinct, where = _distinct_with_index(ids)
-    assert np.array_equal(distinct, sorted_distinct(ids))
-    assert np.array_equal(distinct[where], ids)
+    repeats = rng.integers(0, max(2, size // 2), size=size).astype(np.uint64)  # as colliding hashes would
+    for ids in (repeats, rng.permutation(np.arange(size, dtype=np.uint64) * np.uint64(7919))):
+        distinct, where = _distinct_with_index(ids)
+        assert np.array_equal(distinct, sorted_distinct(ids))
+        assert np.array_equal(distinct[where], ids)

@@ -44,7 +44,7 @@ from ..message.context import MessageContext
 from ..message.relay import DEFAULT_TRUSTED_NETWORKS, Network, client_relay, parse_networks
 from ..result import Hit
 from ..scorer import ScorerInfo, Services
-from ..stores.base import Store, together
+from ..stores.base import Store, shared_once, together
 
 __all__ = ["BehaviourScorer"]
 
@@ -205,8 +205,7 @@ class BehaviourScorer:
         loop = asyncio.get_running_loop()
         task = shared.get("task")
         if task is None:
-            task = shared["task"] = loop.create_task(self._incr_and_read(increments, keys))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # never "exception not retrieved"
+            task = await shared_once(self.store, shared, "task", lambda: self._incr_and_read(increments, keys))
         elif task.cancelled() or (not task.done() and task.get_loop() is not loop):
             return None  # counted (or not) in a scan that was cancelled, or in another event loop
         return await asyncio.shield(task)  # one waiter's timeout does not cancel the others' answer

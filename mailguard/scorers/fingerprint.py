@@ -61,7 +61,7 @@ from ..message.context import MessageContext
 from ..policy import canonical_user
 from ..result import Hit
 from ..scorer import Label, ScorerInfo, Services, Source
-from ..stores.base import Store, together
+from ..stores.base import Store, shared_once, together
 
 __all__ = ["FingerprintScorer", "Settings"]
 
@@ -275,12 +275,11 @@ class FingerprintScorer:
     async def score(self, ctx: MessageContext) -> list[Hit]:
         """Look the message up once (shared by its per-recipient scans) and return the hits."""
         # one lookup per message and user (a user's own index changes the answer)
-        shared: dict[str | None, asyncio.Task[list[Hit]]] = ctx.cached(f"fingerprint.score:{id(self)}", dict)
+        shared: dict[str | None, asyncio.Future[list[Hit]]] = ctx.cached(f"fingerprint.score:{id(self)}", dict)
         loop = asyncio.get_running_loop()
         task = shared.get(ctx.user)
         if task is None or task.cancelled() or task.get_loop() is not loop:
-            task = shared[ctx.user] = loop.create_task(self._lookup(ctx))
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())  # never "exception not retrieved"
+            task = await shared_once(self.store, shared, ctx.user, lambda: self._lookup(ctx))
         return list(await asyncio.shield(task))  # one waiter's timeout does not cancel the others' answer
 
     async def _lookup(self, ctx: MessageContext) -> list[Hit]:

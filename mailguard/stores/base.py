@@ -9,10 +9,37 @@ the network answers it in one round trip.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["CounterStore", "KeyValueStore", "LogStore", "SetStore", "Store", "together"]
+__all__ = ["CounterStore", "KeyValueStore", "LogStore", "SetStore", "Store", "shared_once", "together"]
+
+
+async def shared_once(
+    store: object, shared: MutableMapping[Any, asyncio.Future[Any]], key: Any, make: Callable[[], Awaitable[Any]]
+) -> asyncio.Future[Any]:
+    """Start ``make()`` as ``shared[key]``, the one answer every waiter shares (the
+    per-recipient scans of one message), and return its future for the waiters to await
+    through ``asyncio.shield``, so that one waiter's timeout does not cancel the others'
+    answer. For a store whose calls wait it runs in a task of its own; for one that answers
+    inline (SQLite, memory) it is computed here, with no task and no turn of the event loop,
+    and there is nothing in it to cancel."""
+    loop = asyncio.get_running_loop()
+    if not getattr(store, "answers_inline", False):
+        task = shared[key] = loop.create_task(make())  # type: ignore[arg-type]
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # never "exception not retrieved"
+        return task
+    future: asyncio.Future[Any] = loop.create_future()
+    shared[key] = future  # before the call: a waiter arriving meanwhile shares it
+    try:
+        future.set_result(await make())
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+    except Exception as exc:  # the waiters get it, as they would from a task
+        future.set_exception(exc)
+        future.exception()  # retrieved: the waiters raise it themselves
+    return future
 
 
 async def together(store: object, *calls: Awaitable[Any]) -> list[Any]:

@@ -12,7 +12,7 @@ import pytest
 from mailguard.config import StoreConfig
 from mailguard.errors import ConfigError, StoreError
 from mailguard.stores import MemoryStore, SqliteStore, Store, open_store
-from mailguard.stores.base import together
+from mailguard.stores.base import shared_once, together
 
 
 class Clock:
@@ -499,3 +499,43 @@ def test_together_gathers_the_calls_of_a_store_that_waits():
     waiting = Waiting()
     assert run(together(waiting, waiting.call("a"), waiting.call("b"))) == ["a", "b"]
     assert events == ["a-start", "b-start", "a-end", "b-end"]
+
+
+def test_shared_once_computes_inline_for_a_store_that_answers_inline(store):
+    calls: list[str] = []
+
+    async def lookup() -> str:
+        calls.append("lookup")
+        return "answer"
+
+    async def failing() -> str:
+        raise StoreError("down")
+
+    async def scan() -> None:
+        shared: dict = {}
+        first = await shared_once(store, shared, "k", lookup)
+        assert not isinstance(first, asyncio.Task) and first.done()  # no task, no turn of the loop
+        assert shared["k"] is first and await asyncio.shield(first) == "answer" == await asyncio.shield(shared["k"])
+        failed = await shared_once(store, shared, "bad", failing)
+        with pytest.raises(StoreError, match="down"):
+            await asyncio.shield(failed)
+
+    run(scan())
+    assert calls == ["lookup"]
+
+
+def test_shared_once_runs_in_a_task_for_a_store_that_waits():
+    class Waiting:  # answers_inline unset: its calls wait for the network
+        pass
+
+    async def lookup() -> str:
+        await asyncio.sleep(0)
+        return "answer"
+
+    async def scan() -> None:
+        shared: dict = {}
+        task = await shared_once(Waiting(), shared, "k", lookup)
+        assert isinstance(task, asyncio.Task) and not task.done()
+        assert await asyncio.shield(task) == "answer"
+
+    run(scan())

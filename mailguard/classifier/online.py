@@ -93,8 +93,7 @@ class Reading:
     margin: float  # the regression's log-odds
     trust: float  # the say (`OnlineClassifier.trust`)
     known: int  # the message's tokens the global counts hold
-    every: np.ndarray  # the message's global buckets (`TextFeatures.buckets`)
-    values: np.ndarray  # each one's value in the regression, before ``scale`` (`feature_values`)
+    values: np.ndarray  # each of the message's global buckets' value in the regression, before ``scale`` (`feature_values`)
     scale: float
 
 
@@ -271,7 +270,7 @@ class OnlineClassifier:
         value = float(logit(blend))
         value = self.clip if value > self.clip else -self.clip if value < -self.clip else value  # np.clip's answer, 6 us sooner
         trust = self.trust(features, salt)
-        return Reading(value * trust, z, trust, known, every, values, scale)
+        return Reading(value * trust, z, trust, known, values, scale)
 
     def trust(self, features: TextFeatures, salt: int = 0) -> float:
         """How much say the classifier has on this message, from 0 to 1: each script's share

@@ -4,6 +4,10 @@ Keys are plain strings chosen by the caller (``bayes:tok:<user>:<hash>``). A TTL
 means no expiry; a write with a TTL renews the expiry of every key it touches (for a set,
 the whole set). Every call takes or returns many keys at once, so that a backend across
 the network answers it in one round trip.
+
+How scorers await their calls: `together` for calls meant for one round trip, `shared_once`
+for the answer the per-recipient scans of one message share. Both run a store whose calls
+answer inline (``answers_inline``: SQLite, memory) without a task per call.
 """
 
 from __future__ import annotations

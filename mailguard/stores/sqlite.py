@@ -63,7 +63,7 @@ class SqliteStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._writes = 0
-        # A log read that found nothing new, and when: (after, limit) -> (its answer's head,
+        # Per log, the last read that found nothing new: (after, limit, the head it answered,
         # data_version then, this connection's log writes then). See `read_log`.
         self._quiet_logs: dict[str, tuple[int, int, int, int, int]] = {}
         self._log_writes = 0

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mailguard.arrays import sorted_distinct, strongest_three
+from mailguard.arrays import distinct_with_index, sorted_distinct, strongest_three
 
 
 @pytest.mark.parametrize("dtype", [np.uint32, np.uint64, np.int64])
@@ -43,11 +43,9 @@ def test_strongest_three_gives_what_a_full_sort_gives(size):
 
 @pytest.mark.parametrize("size", [0, 1, 5, 300])
 def test_distinct_token_ids_keep_where_each_name_landed(size):
-    from mailguard.classifier.features import _distinct_with_index
-
     rng = np.random.default_rng(size)
     repeats = rng.integers(0, max(2, size // 2), size=size).astype(np.uint64)  # as colliding hashes would
     for ids in (repeats, rng.permutation(np.arange(size, dtype=np.uint64) * np.uint64(7919))):
-        distinct, where = _distinct_with_index(ids)
+        distinct, where = distinct_with_index(ids)
         assert np.array_equal(distinct, sorted_distinct(ids))
         assert np.array_equal(distinct[where], ids)

@@ -82,6 +82,20 @@ def test_more_passes_move_the_weights_not_the_counts():
     assert not np.array_equal(one.weights_, three.weights_)
 
 
+def test_the_passes_after_the_first_are_averaged_over_shuffled_orders():
+    X, y = corpus(30)
+    singles = [OnlineClassifier(bits=BITS, orders=1, seed=seed).fit(X, y) for seed in (7, 8, 9)]
+    averaged = OnlineClassifier(bits=BITS, orders=3, seed=7).fit(X, y)
+    assert not np.array_equal(singles[0].weights_, singles[1].weights_)  # the orders differ
+    expected = np.mean([m.weights_.astype(np.float64) for m in singles], axis=0)
+    np.testing.assert_allclose(averaged.weights_, expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(averaged.spam_, singles[0].spam_)  # counted once, in the first pass
+    np.testing.assert_array_equal(averaged.ham_, singles[0].ham_)
+    assert averaged.totals_ == singles[0].totals_
+    one_pass = OnlineClassifier(bits=BITS, passes=1, orders=3).fit(X, y)  # nothing to shuffle
+    np.testing.assert_array_equal(one_pass.weights_, OnlineClassifier(bits=BITS, passes=1, orders=1).fit(X, y).weights_)
+
+
 def test_a_users_report_moves_that_users_mail_and_no_global_weight():
     X, y = corpus(60)
     model = OnlineClassifier(bits=BITS).fit(X, y)
@@ -217,10 +231,10 @@ def test_a_model_saved_before_normalised_features_loads_with_what_it_was_fitted_
     raws, y = synthetic_corpus(30)
     X = [text_features(MessageContext(r), 3000) for r in raws]
     old = OnlineClassifier(bits=BITS, normalise=False, nb_values=False, gram_window=3000).fit(X, y)
-    newer = ("normalise", "nb_values", "gram_window", "settled_script", "max_step_boost")
+    newer = ("normalise", "nb_values", "gram_window", "settled_script", "max_step_boost", "orders")
     params = {k: v for k, v in old.get_params().items() if k not in newer}  # an older manifest
     loaded = OnlineClassifier.from_arrays(old.to_arrays(), params)
-    assert (loaded.normalise, loaded.nb_values, loaded.gram_window) == (False, False, 3000)
+    assert (loaded.normalise, loaded.nb_values, loaded.gram_window, loaded.orders) == (False, False, 3000, 1)
     assert loaded.online_rate(X[0]) == loaded.learning_rate  # plain online steps, as it had
     np.testing.assert_allclose(loaded.decision_function(X), old.decision_function(X))
     with pytest.raises(ValueError, match="gram_window"):

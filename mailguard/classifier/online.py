@@ -474,6 +474,8 @@ class OnlineClassifier:
             raise ValueError("bits must be between 8 and 26")
         if not 0 <= model.gram_window <= 1 << 20:
             raise ValueError("gram_window must be between 0 and 1 MiB")
+        if not (1 <= model.passes <= 20 and 1 <= model.orders <= 16):
+            raise ValueError("passes must be between 1 and 20, orders between 1 and 16")
         model._reset()
         weighted = np.asarray(arrays["weight_buckets"], dtype=np.int64)
         counted = np.asarray(arrays["count_buckets"], dtype=np.int64)

@@ -443,7 +443,7 @@ class OnlineClassifier:
                 for i in rng.permutation(len(y)):
                     self.apply(self.learn_step(X[i], int(y[i]), count=False, rate=self.fit_learning_rate), online=False)
             total += self.weights_
-        self.weights_ = (total / orders).astype(np.float32) if orders > 1 else self.weights_
+        self.weights_ = (total / orders).astype(np.float32)  # one order: its weights, exactly
         return self
 
     # -- persistence ----------------------------------------------------------------------

@@ -239,7 +239,7 @@ def test_a_model_saved_before_normalised_features_loads_with_what_it_was_fitted_
     np.testing.assert_allclose(loaded.decision_function(X), old.decision_function(X))
     with pytest.raises(ValueError, match="gram_window"):
         OnlineClassifier.from_arrays(old.to_arrays(), {**params, "gram_window": 1 << 30})
-    for bad in ({"orders": 1000}, {"orders": 0}, {"passes": 10**6}):  # a retrain would run them all
+    for bad in ({"orders": 1000}, {"orders": 0}, {"passes": 10**6}):  # bounded, as bits are
         with pytest.raises(ValueError, match="orders"):
             OnlineClassifier.from_arrays(old.to_arrays(), {**params, **bad})
 

@@ -69,13 +69,33 @@ class SqliteStore:
         self._log_writes = 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-            self._db.executescript(_SCHEMA)
+            self._db = self._connect(timeout)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open SQLite store {self.path}: {exc}") from exc
+
+    def _connect(self, timeout: float) -> sqlite3.Connection:
+        """A connection in WAL mode with the schema in place. Processes opening a new store at
+        once (the milter's scanner workers) race to switch it to WAL and create the tables, and
+        SQLite answers some of those races "database is locked" at once, without waiting on
+        the busy timeout: such an open is retried from the start until ``timeout`` has passed
+        (seen in CI: two workers, 1 open in 24 failed)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
+            try:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+                db.executescript(_SCHEMA)
+                return db
+            except sqlite3.OperationalError as exc:
+                db.close()
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
+            except BaseException:
+                db.close()
+                raise
 
     def _write(self, sql: str, rows: list[tuple[object, ...]]) -> None:
         self._write_all([(sql, rows)])

@@ -245,6 +245,7 @@ def _open_and_close(path: Path, barrier, failures) -> None:
         failures.put(str(exc))
 
 
+@pytest.mark.real_clock  # waits on its child processes with a timeout, and the retry sleeps
 def test_sqlite_processes_opening_a_new_store_at_once_all_get_it(tmp_path):
     """The milter's workers open one new store together; SQLite answers some of the races to
     switch it to WAL "database is locked" without waiting (before the retry: 10 of 240 opens)."""

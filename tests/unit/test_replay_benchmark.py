@@ -104,6 +104,24 @@ def test_summary_counts_errors_per_tenth():
     assert s["cumulative_errors"][-1] == 2
 
 
+def test_false_positives_that_repeat_an_earlier_spam_are_named(tmp_path):
+    def notice(sender: str, subject: str) -> bytes:
+        return f"From: {sender}\nSubject: {subject}\n\nbody\n".encode()
+
+    raws = [
+        (notice("Notices <N@Example.org>", "Your  annual report"), "spam"),
+        (notice("n@example.org", "your annual report"), "ham"),  # the same notice, relabelled
+        (notice("n@example.org", "another subject"), "ham"),  # same sender, not the same notice
+        (notice("other@example.org", "your annual report"), "ham"),  # same subject, another sender
+    ]
+    stream = [replay.Message(Sample(tmp_path / f"{i}", label), raw, None, "file order") for i, (raw, label) in enumerate(raws)]
+    y = np.array([m.y for m in stream])
+    flagged = replay.contradicted(stream, 0, y, np.array([5.0, 5.0, 5.0, 5.0]), 3.4, Config())
+    assert flagged == [{"path": f"{tmp_path.name}/1", "score": 5.0, "labelled_spam_before": 1}]
+    # after a warm-up the scores start later in the stream; a ham scored low is no false positive
+    assert replay.contradicted(stream, 1, y[1:], np.array([0.0, 5.0, 5.0]), 3.4, Config()) == []
+
+
 @pytest.mark.skipif(shutil.which("bogofilter") is None, reason="bogofilter not installed")
 def test_bogofilter_replay_learns_as_it_goes(tmp_path):
     spam = [mail(None, None, "cheap pills viagra casino winner money " * 5 + str(i)) for i in range(6)]

@@ -344,9 +344,9 @@ def contradicted(stream: list[Message], warm: int, y: np.ndarray, scores: np.nda
         if stream[i].y == 1 and key[0]:
             spam_at.setdefault(key, []).append(i)
     found: list[dict] = []
-    for n in false_positives:
+    for n in map(int, false_positives):
         message = stream[warm + n]
-        before = sum(i < warm + n for i in spam_at.get(sender_and_subject(message.raw, config), []))
+        before = sum(1 for i in spam_at.get(sender_and_subject(message.raw, config), []) if i < warm + n)
         if before:
             path = f"{message.sample.path.parent.name}/{message.sample.path.name}"
             found.append({"path": path, "score": float(scores[n]), "labelled_spam_before": before})

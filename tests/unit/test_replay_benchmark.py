@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import sys
 from datetime import datetime, timezone
@@ -118,6 +119,7 @@ def test_false_positives_that_repeat_an_earlier_spam_are_named(tmp_path):
     y = np.array([m.y for m in stream])
     flagged = replay.contradicted(stream, 0, y, np.array([5.0, 5.0, 5.0, 5.0]), 3.4, Config())
     assert flagged == [{"path": f"{tmp_path.name}/1", "score": 5.0, "labelled_spam_before": 1}]
+    assert json.loads(json.dumps(flagged)) == flagged  # replay.json takes it as it is
     # after a warm-up the scores start later in the stream; a ham scored low is no false positive
     assert replay.contradicted(stream, 1, y[1:], np.array([0.0, 5.0, 5.0]), 3.4, Config()) == []
 

@@ -20,9 +20,10 @@ steps are boosted, `OnlineClassifier.settled`) and ``everything`` on the rest. M
 shipped model lacks, and a model warmed up on a few hundred messages, learned faster from
 their mistakes alone; a model that has learned thousands of messages of the script learned
 worse from fewer (trec06p from the shipped model: 1-AUC 0.037% against 0.025%). The margin
-is only judged once the classifier has its full say on the message's scripts: with a cut
-say its score is not its opinion, and skipping such mail would stop the say from growing
-(it grows with what is learned). Either way a user's report
+is only judged once the model has learned the message's scripts (`OnlineClassifier.trust`
+is 1): before, its score reads only what the message shares with mail of other scripts (a
+model trained before ``leave_out_untrained``: a cut say), not its own opinion, and skipping
+such mail would keep it so (what is learned of a script makes it learned). Either way a user's report
 changes only that user's copy of the features; the global copy learns from training,
 autolearning and the reports enough users agree on (`Scanner.report`).
 """
@@ -63,7 +64,7 @@ class BayesScorer:
         group="bayes",
         symbols={
             "BAYES": "text classifier log-odds (positive: spam-like)",
-            "BAYES_UNTRAINED_SCRIPT": "the text is in a script the classifier learned too little ham of: its say is cut",
+            "BAYES_UNTRAINED_SCRIPT": "the text is in a script the classifier learned too little ham of: the script's own features carry no weight (older models: its say is cut)",
         },
         default_weights={"BAYES": 1.0, "BAYES_UNTRAINED_SCRIPT": 0.0},
         learns=True,
@@ -205,9 +206,12 @@ class BayesScorer:
         salt = self._salt(ctx.user)
         reading = self.model.read(features, salt)
         hits = [Hit("BAYES", reading.value, self._explain(ctx, features, salt, reading) + note)]
-        if reading.trust < 1.0:  # explained, worth no points of its own: BAYES is already cut
+        if reading.trust < 1.0:  # explained, worth no points of its own: BAYES already is what it is
             script, share = self.model.untrained_script(features, salt)
-            reason = f"text {share:.0%} {SCRIPTS[script]}: the classifier has {reading.trust:.0%} of its say"
+            if self.model.leave_out_untrained:
+                reason = f"text {share:.0%} {SCRIPTS[script]}, too little learned of it: scored on what it shares with learned mail"
+            else:
+                reason = f"text {share:.0%} {SCRIPTS[script]}: the classifier has {reading.trust:.0%} of its say"
             hits.append(Hit("BAYES_UNTRAINED_SCRIPT", 1.0, reason))
         return hits
 
@@ -235,7 +239,7 @@ class BayesScorer:
 
     def _thick(self, features: TextFeatures, salt: int) -> bool:
         """Whether this message is learned only if the classifier gets it wrong or nearly
-        (see the module's regimes); never while the classifier's say on it is cut."""
+        (see the module's regimes); never while the model has not learned its scripts."""
         if self.train == "everything" or (self.train == "auto" and self.model.settled(features, salt)):
             return False
         return self.model.trust(features, salt) >= 1.0

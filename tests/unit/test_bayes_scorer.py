@@ -159,9 +159,9 @@ def test_auto_learns_only_mistakes_on_a_script_it_is_not_settled_on(tiny_model):
     assert run(node.store.read_log(node.log_name, 0))[0] == 1  # settled: everything is learned
 
 
-def test_a_thick_threshold_waits_for_the_classifiers_full_say(tiny_model):
-    # while its say on a script is cut the score is not its opinion, and the say only grows
-    # with what is learned: the reports of a new script's ham must all count
+def test_a_thick_threshold_waits_until_the_script_is_learned(tiny_model):
+    # until a script is learned the score reads only what its mail shares with learned mail,
+    # and a script becomes learned by what is learned of it: a new script's ham reports all count
     raw = "Subject: 会议通知\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n明天下午三点开会，请准时参加。\r\n".encode()
     for regime in ("auto", "on-error"):
         node = BayesScorer(tiny_model.bayes, MemoryStore(), train=regime)
@@ -250,9 +250,10 @@ def test_mail_in_a_script_without_ham_is_explained_and_learned_by_reports(tiny_m
     ctx = MessageContext(raw)
     ctx.user = "li@example.cn"
     hits = {h.symbol: h for h in run(node.score(ctx))}
-    assert hits["BAYES"].value == 0.0 and "han" in hits["BAYES_UNTRAINED_SCRIPT"].reason
+    assert abs(hits["BAYES"].value) < 1 and "han" in hits["BAYES_UNTRAINED_SCRIPT"].reason  # no opinion
+    assert "what it shares with learned mail" in hits["BAYES_UNTRAINED_SCRIPT"].reason
     assert node.info.default_weights["BAYES_UNTRAINED_SCRIPT"] == 0.0
-    for n in range(int(tiny_model.bayes.min_script_ham)):  # the user's ham reports restore the say
+    for n in range(int(tiny_model.bayes.min_script_ham)):  # the user's ham reports make the script learned
         run(node.learn(MessageContext(raw.replace("三".encode(), str(n).encode())), "ham", user="li@example.cn"))
     hits = {h.symbol: h for h in run(node.score(ctx))}
     assert "BAYES_UNTRAINED_SCRIPT" not in hits and hits["BAYES"].value < 0

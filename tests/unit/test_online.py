@@ -168,25 +168,71 @@ def test_words_named_in_the_corpus_lean_the_right_way():
 CHINESE_HAM = "Subject: 会议通知\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n明天下午三点在二楼会议室开会，讨论下季度的预算，请准时参加。\r\n".encode()
 
 
+CHINESE_SPAM = [text_features(MessageContext(
+    f"Subject: 发票{n}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n代开发票，优惠多多，请联系{n}号。\r\n".encode()
+)) for n in range(20)]
+
+
 def chinese_only_in_spam() -> OnlineClassifier:
     """A model whose training saw Chinese only in spam (as the SpamAssassin corpus did)."""
     X, y = corpus(40)
-    chinese_spam = [text_features(MessageContext(
-        f"Subject: 发票{n}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n代开发票，优惠多多，请联系{n}号。\r\n".encode()
-    )) for n in range(20)]
-    return OnlineClassifier(bits=BITS, min_script_ham=10).fit(X + chinese_spam, np.concatenate([y, np.ones(20, dtype=int)]))
+    return OnlineClassifier(bits=BITS, min_script_ham=10).fit(X + CHINESE_SPAM, np.concatenate([y, np.ones(20, dtype=int)]))
 
 
-def test_a_script_the_model_never_saw_ham_of_gets_no_say_until_it_does():
+def chinese_mail(sender: str, body: str, n: int = 0) -> TextFeatures:
+    return text_features(MessageContext(
+        f"From: {sender}\r\nSubject: 通知{n}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}{n}\r\n".encode()
+    ))
+
+
+def test_training_leaves_out_mail_in_a_script_its_ham_does_not_cover():
+    X, y = corpus(40)
     model = chinese_only_in_spam()
+    english_only = OnlineClassifier(bits=BITS, min_script_ham=10).fit(X, y)
+    np.testing.assert_array_equal(model.weights_, english_only.weights_)  # the Chinese spam taught nothing
+    np.testing.assert_array_equal(model.spam_, english_only.spam_)
+    assert model.totals_ == english_only.totals_
     ham = text_features(MessageContext(CHINESE_HAM))
     assert ham.script == SCRIPTS.index("han")
-    assert model.trust(ham) == 0.0 and model.score(ham)[0] == 0.0  # no opinion, not spam
+    assert model.trust(ham) == 0.0 and abs(model.score(ham)[0]) < 1  # the script is no spam evidence
+    learned_anyway = OnlineClassifier(bits=BITS, min_script_ham=0).fit(X + CHINESE_SPAM, np.concatenate([y, np.ones(20, dtype=int)]))
+    assert learned_anyway.score(ham)[0] > 1  # what it would be: the script itself taken for spam
     english = text_features(MessageContext(make_message(SPAM_WORDS, subject="offer", seed=4)))
     assert model.trust(english) == 1.0 and model.score(english)[0] > 2
+    # a corpus too small to hold min_script_ham ham of anything still learns its own language
+    small = OnlineClassifier(bits=BITS, min_script_ham=1000).fit(X, y)
+    np.testing.assert_array_equal(small.weights_, OnlineClassifier(bits=BITS, min_script_ham=0).fit(X, y).weights_)
+
+
+def test_mail_in_an_uncovered_script_keeps_what_it_shares_with_learned_mail():
+    # English spam from one sender, ham from another; then Chinese mail from each: the
+    # sender's evidence still counts, the script's does not
+    raws = [make_message(SPAM_WORDS if i % 2 else HAM_WORDS, subject="offer" if i % 2 else "agenda",
+                         sender="promo@pills.example" if i % 2 else "alice@example.org", seed=i) for i in range(40)]
+    y = np.arange(40) % 2
+    model = OnlineClassifier(bits=BITS, min_script_ham=10).fit([text_features(MessageContext(r)) for r in raws], y)
+    spam = chinese_mail("promo@pills.example", "代开发票，优惠多多，请联系")
+    ham = chinese_mail("wang@example.cn", "明天下午三点开会，请准时参加")
+    assert model.trust(spam) == model.trust(ham) == 0.0
+    assert model.score(spam)[0] > model.score(ham)[0] + 1
+
+
+def test_a_model_trained_before_the_rule_multiplies_its_score_by_the_say():
+    X, y = corpus(40)
+    old = OnlineClassifier(bits=BITS, min_script_ham=10, leave_out_untrained=False)
+    old.fit(X + CHINESE_SPAM, np.concatenate([y, np.ones(20, dtype=int)]))
+    ham = text_features(MessageContext(CHINESE_HAM))
+    assert old.trust(ham) == 0.0 and old.score(ham)[0] == 0.0  # no opinion, not spam
+    params = {k: v for k, v in old.get_params().items() if k != "leave_out_untrained"}  # an older manifest
+    assert OnlineClassifier.from_arrays(old.to_arrays(), params).leave_out_untrained is False
+
+
+def test_a_users_reports_of_a_script_make_it_learned_for_that_user():
+    model = chinese_only_in_spam()
+    ham = text_features(MessageContext(CHINESE_HAM))
     salt = user_salt("li@example.cn")
     shipped = model.copy()
-    for _ in range(5):  # one user's Chinese ham reports give that user's mail half the say
+    for _ in range(5):  # one user's Chinese ham reports: that user's mail is half learned
         model.apply(model.learn_step(ham, 0, salt))
     assert model.trust(ham, salt) == 0.5 and model.trust(ham) == 0.0
     copy = OnlineClassifier.from_arrays(model.to_arrays(), model.get_params())

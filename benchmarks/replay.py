@@ -338,7 +338,7 @@ def contradicted(stream: list[Message], warm: int, y: np.ndarray, scores: np.nda
     false_positives = np.flatnonzero((scores >= threshold) & (y == 0))
     if not len(false_positives):
         return []
-    keys = [sender_and_subject(m.raw, config) for m in stream[: warm + int(false_positives[-1])]]
+    keys = [sender_and_subject(m.raw, config) for m in stream[: warm + int(false_positives[-1]) + 1]]
     spam_at: dict[tuple[str, str], list[int]] = {}
     for i, key in enumerate(keys):
         if stream[i].y == 1 and key[0]:
@@ -346,7 +346,7 @@ def contradicted(stream: list[Message], warm: int, y: np.ndarray, scores: np.nda
     found: list[dict] = []
     for n in map(int, false_positives):
         message = stream[warm + n]
-        before = sum(1 for i in spam_at.get(sender_and_subject(message.raw, config), []) if i < warm + n)
+        before = sum(1 for i in spam_at.get(keys[warm + n], []) if i < warm + n)
         if before:
             path = f"{message.sample.path.parent.name}/{message.sample.path.name}"
             found.append({"path": path, "score": float(scores[n]), "labelled_spam_before": before})

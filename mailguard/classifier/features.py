@@ -25,6 +25,7 @@ from xxhash import xxh3_64_intdigest
 
 from ..arrays import distinct_with_index, sorted_distinct
 from ..message.context import MessageContext
+from ..message.local_headers import is_local_header, without_local_headers
 from .tokens import hash_tokens, message_tokens
 
 __all__ = ["GRAM_BYTES", "SCRIPTS", "TextFeatures", "bucket_of", "byte_grams", "gram_bytes", "named_tokens", "script_mix", "text_features", "user_salt"]
@@ -144,7 +145,8 @@ def text_features(ctx: MessageContext, gram_window: int = GRAM_BYTES) -> TextFea
     def build() -> TextFeatures:
         script, shares = script_mix((ctx.subject + " " + ctx.text)[:_SCRIPT_CHARS])
         tokens, named = distinct_with_index(named_tokens(ctx)[1])
-        return TextFeatures(tokens, byte_grams(ctx.raw, gram_window), script, shares, named)
+        raw = without_local_headers(ctx.raw) if any(is_local_header(name) for name, _ in ctx.headers) else ctx.raw
+        return TextFeatures(tokens, byte_grams(raw, gram_window), script, shares, named)
 
     return ctx.cached(f"text.features:{gram_window}", build)
 

@@ -22,6 +22,7 @@ from xxhash import xxh3_64_intdigest
 
 from ..arrays import sorted_distinct
 from ..message.context import MessageContext
+from ..message.local_headers import is_local_header
 from ..message.words import WordPattern
 
 __all__ = ["hash_tokens", "message_tokens", "words"]
@@ -197,7 +198,8 @@ def message_tokens(ctx: MessageContext) -> set[str]:
     out: set[str] = set()
     words(ctx.subject, out, "subj:")
     for name, value in ctx.headers:
-        _header_tokens(name, value, out)
+        if not is_local_header(name):  # a mail store's or a filter's, not the sender's
+            _header_tokens(name, value, out)
     for part in ctx.parts:
         out.add("part:" + part.content_type)
         if "." in part.filename:

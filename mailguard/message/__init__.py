@@ -1,8 +1,9 @@
 """The message as scorers see it: SMTP envelope plus raw bytes, parsed once into bounded, lazy
 views (`context`), and the parsers behind those views: charsets and encoded words
 (`textdecode`), HTML to text (`html`), URLs and registered domains (`urls`), words
-(`words`), addresses (`addresses`), Received hops and the client they name (`relay`), and
-the bounds on all of it (`limits`). Nothing here imports the rest of mailguard but `errors`
+(`words`), addresses (`addresses`), Received hops and the client they name (`relay`), the
+headers a mail store or a filter adds after delivery (`local_headers`), and the bounds on
+all of it (`limits`). Nothing here imports the rest of mailguard but `errors`
 and `lazy`.
 """
 

@@ -13,10 +13,10 @@ CRLF or LF), so the digest is taken over the message with those differences remo
 * a leading mbox envelope line (``From sender date``) is dropped;
 * headers are unfolded, their names lower-cased, runs of whitespace in their values
   collapsed to one space, and these dropped: Received, Return-Path, Delivered-To,
-  X-Original-To, Received-SPF, Authentication-Results, ARC-*, X-Spam and X-Spam-*,
-  X-Mailguard-*, X-Virus-*, and the mail stores' own Status, X-Status, X-Keywords,
-  X-UID, Content-Length and Lines; every other header (DKIM-Signature included) counts,
-  in order;
+  X-Original-To, Received-SPF, Authentication-Results, ARC-*, and the headers a mail
+  store or a filter writes after delivery (`mailguard.message.local_headers`: Status,
+  X-Keywords, X-Spam*, X-Mailguard-*, ...); every other header (DKIM-Signature included)
+  counts, in order;
 * in the body, trailing whitespace of every line and trailing empty lines are ignored,
   and a line's ``>`` quotes before ``From `` are dropped (mbox writers quote such lines in
   incompatible ways: mboxo, mboxrd or not at all).
@@ -43,6 +43,7 @@ from typing import BinaryIO
 
 from ..config import Limits
 from ..message.context import SafeMessage
+from ..message.local_headers import is_local_header
 from ..scorer import Label
 
 __all__ = ["ReportInput", "arf_label", "iter_messages", "report_digest", "unwrap_arf"]
@@ -50,11 +51,7 @@ __all__ = ["ReportInput", "arf_label", "iter_messages", "report_digest", "unwrap
 DEFAULT_MAX_BYTES = Limits().max_parse_bytes  # a larger message is skipped with an error line
 DEFAULT_MAX_MESSAGES = 100_000  # per call; past it one error line and the rest is not read
 
-_DROPPED = frozenset(
-    b"received return-path delivered-to x-original-to received-spf authentication-results x-spam"
-    b" status x-status x-keywords x-uid content-length lines".split()
-)
-_DROPPED_PREFIXES = (b"arc-", b"x-spam-", b"x-mailguard-", b"x-virus-")
+_TRAVEL = frozenset(b"received return-path delivered-to x-original-to received-spf authentication-results".split())
 _MBOXRD_FROM = re.compile(rb"^>(>*From )", re.M)
 _MBOX_QUOTED = re.compile(rb"^>+From ", re.M)
 _MAX_FIELD = 256  # characters kept of an ARF field (feedback type, original recipient)
@@ -88,7 +85,7 @@ def report_digest(raw: bytes) -> str:
     digest = hashlib.sha256()
     for name, value in _unfold(head):
         key = name.strip().lower()
-        if key in _DROPPED or key.startswith(_DROPPED_PREFIXES):
+        if key in _TRAVEL or key.startswith(b"arc-") or is_local_header(key.decode("latin-1")):
             continue
         digest.update(key + b":" + b" ".join(value.split()) + b"\n")
     digest.update(b"\n")

@@ -1,0 +1,45 @@
+"""Headers a mail store or a filter adds are not the sender's evidence."""
+
+from __future__ import annotations
+
+from mailguard.classifier.features import byte_grams, text_features
+from mailguard.classifier.tokens import message_tokens
+from mailguard.message import MessageContext
+from mailguard.message.local_headers import is_local_header, without_local_headers
+
+SENT = b"From: a@example.org\r\nSubject: hello\r\nX-Mailer: Mutt\r\n\r\nbody text\r\n"
+
+
+def delivered(raw: bytes) -> bytes:
+    """``raw`` as a mailbox holds it after a filter and the user's mail client had it."""
+    head, body = raw.split(b"\r\n\r\n", 1)
+    stamps = (
+        b"X-Spam-Flag: YES\r\nX-Spam-Status: Yes, score=7.1\r\n\tstyle=mailguard\r\n"
+        b"X-Mailguard-Report: action=junk\r\nStatus: RO\r\nX-Keywords: $Label1\r\nX-UID: 17\r\n"
+    )
+    first, others = head.split(b"\r\n", 1)
+    return first + b"\r\n" + stamps + others + b"\r\n\r\n" + body
+
+
+def test_names_of_mailbox_and_filter_headers():
+    for name in ("status", "x-status", "x-keywords", "x-uid", "lines", "content-length", "x-spam-flag", "x-spam", "x-mailguard-report", "x-virus-scanned"):
+        assert is_local_header(name), name
+    for name in ("from", "received", "x-mailer", "subject", "list-id", "x-originating-ip"):
+        assert not is_local_header(name), name
+
+
+def test_their_lines_are_dropped_with_continuations_and_nothing_else():
+    assert without_local_headers(delivered(SENT)) == SENT
+    assert without_local_headers(SENT) == SENT
+    lf = delivered(SENT).replace(b"\r\n", b"\n")
+    assert without_local_headers(lf) == SENT.replace(b"\r\n", b"\n")
+    body_only = b"no headers at all"
+    assert without_local_headers(body_only) == body_only
+
+
+def test_the_classifier_reads_a_delivered_copy_as_the_sent_message():
+    sent, kept = MessageContext(SENT), MessageContext(delivered(SENT))
+    assert message_tokens(kept) == message_tokens(sent)
+    features, original = text_features(kept), text_features(sent)
+    assert (features.tokens == original.tokens).all() and (features.grams == original.grams).all()
+    assert len(byte_grams(delivered(SENT))) > len(original.grams)  # the stamps would have added 4-grams

@@ -145,7 +145,9 @@ def text_features(ctx: MessageContext, gram_window: int = GRAM_BYTES) -> TextFea
     def build() -> TextFeatures:
         script, shares = script_mix((ctx.subject + " " + ctx.text)[:_SCRIPT_CHARS])
         tokens, named = distinct_with_index(named_tokens(ctx)[1])
-        raw = without_local_headers(ctx.raw) if any(is_local_header(name) for name, _ in ctx.headers) else ctx.raw
+        raw = ctx.raw
+        if any(is_local_header(name) for name, _ in ctx.headers):
+            raw = without_local_headers(raw, gram_window)
         return TextFeatures(tokens, byte_grams(raw, gram_window), script, shares, named)
 
     return ctx.cached(f"text.features:{gram_window}", build)

@@ -11,13 +11,11 @@ headers.
 
 from __future__ import annotations
 
-import re
-
 __all__ = ["is_local_header", "without_local_headers"]
 
 _MAILBOX = frozenset({"status", "x-status", "x-keywords", "x-uid", "x-uidl", "x-imapbase", "content-length", "lines"})
 _FILTER_PREFIXES = ("x-spam", "x-mailguard", "x-virus")
-_HEADER_END = re.compile(rb"\r?\n\r?\n")
+_MAX_LINES = 2000  # header lines looked at; past them the message is kept as it is
 
 
 def is_local_header(name: str) -> bool:
@@ -25,18 +23,26 @@ def is_local_header(name: str) -> bool:
     return name in _MAILBOX or name.startswith(_FILTER_PREFIXES)
 
 
-def without_local_headers(raw: bytes) -> bytes:
-    """``raw`` without the lines (continuations included) of its local headers."""
-    end = _HEADER_END.search(raw)
-    head, rest = (raw[: end.start()], raw[end.start() :]) if end else (raw, b"")
-    kept: list[bytes] = []
+def without_local_headers(raw: bytes, limit: int | None = None) -> bytes:
+    """``raw`` without the lines (continuations included) of its local headers; with a
+    ``limit``, only its first ``limit`` bytes (read no further than it takes)."""
+    kept = bytearray()
     dropping = False
-    for line in head.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t"):  # a continuation belongs to the field before it
-            if not dropping:
-                kept.append(line)
-            continue
-        dropping = is_local_header(line.split(b":", 1)[0].strip().decode("latin-1").lower())
+    pos = 0
+    for _ in range(_MAX_LINES):
+        if pos >= len(raw):
+            break
+        newline = raw.find(b"\n", pos)
+        stop = len(raw) if newline < 0 else newline + 1
+        line = raw[pos:stop]
+        if line in (b"\n", b"\r\n"):  # the blank line: the body follows
+            break
+        if line[:1] not in (b" ", b"\t"):  # a continuation belongs to the field before it
+            dropping = is_local_header(line.split(b":", 1)[0].strip().decode("latin-1").lower())
         if not dropping:
-            kept.append(line)
-    return b"".join(kept) + rest
+            kept += line
+        pos = stop
+        if limit is not None and len(kept) >= limit:
+            return bytes(kept[:limit])
+    kept += raw[pos:] if limit is None else raw[pos : pos + limit - len(kept)]
+    return bytes(kept)

@@ -43,3 +43,17 @@ def test_the_classifier_reads_a_delivered_copy_as_the_sent_message():
     features, original = text_features(kept), text_features(sent)
     assert (features.tokens == original.tokens).all() and (features.grams == original.grams).all()
     assert len(byte_grams(delivered(SENT))) > len(original.grams)  # the stamps would have added 4-grams
+
+
+def test_a_limit_gives_the_first_bytes_of_the_whole_answer():
+    raw = delivered(SENT) + b"more body\r\n" * 50
+    whole = without_local_headers(raw)
+    for limit in (0, 1, 10, 40, len(whole) - 1, len(whole), len(whole) + 100):
+        assert without_local_headers(raw, limit) == whole[:limit], limit
+
+
+def test_work_is_bounded_on_a_message_of_local_headers_only():
+    flood = b"X-Spam-Flag: YES\r\n" * 5000 + b"\r\nbody\r\n"
+    kept = without_local_headers(flood)
+    assert kept.startswith(b"X-Spam-Flag: YES\r\n")  # past the bound the rest is kept as it is
+    assert len(kept) < len(flood)

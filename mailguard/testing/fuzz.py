@@ -68,7 +68,7 @@ ENCODINGS = ("7bit", "8bit", "binary", "base64", "quoted-printable", "x-uuencode
 HEADER_NAMES = (
     "From", "To", "Cc", "Subject", "Date", "Message-ID", "Received", "Return-Path", "Reply-To", "Sender",
     "List-Unsubscribe", "Content-Type", "Content-Transfer-Encoding", "Content-Disposition", "MIME-Version",
-    "DKIM-Signature", "ARC-Seal", "Authentication-Results", "X-Mailer", "Feedback-Type", "X-Spam-Flag",
+    "DKIM-Signature", "ARC-Seal", "Authentication-Results", "X-Mailer", "Feedback-Type", "X-Spam-Flag", "X-Keywords", "Status",
     "Received-SPF", "In-Reply-To", "References", "X-\x00Weird", "Bad Name", ":", "X" * 200,
 )
 WORDS = (

@@ -5,8 +5,8 @@ Lines, Content-Length), and filters stamp their verdicts on it (X-Spam-*, X-Mail
 X-Virus-*, ours among them). A filter at the MTA never sees the first kind on fresh mail,
 and the second is somebody's opinion. Learned, they teach the classifier how a corpus was
 collected (the SpamAssassin corpus has X-Keywords on 585 spam and 25 hard ham, on no easy
-ham) and, from a user's report, its own verdict. SpamAssassin's Bayes ignores the same
-headers.
+ham) and, from a user's report, its own verdict. SpamAssassin's Bayes ignores these too,
+among others (its ``IGNORED_HDRS``).
 """
 
 from __future__ import annotations

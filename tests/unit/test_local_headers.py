@@ -57,3 +57,8 @@ def test_work_is_bounded_on_a_message_of_local_headers_only():
     kept = without_local_headers(flood)
     assert kept.startswith(b"X-Spam-Flag: YES\r\n")  # past the bound the rest is kept as it is
     assert len(kept) < len(flood)
+
+
+def test_the_blank_line_stays_when_the_last_header_is_dropped():
+    assert without_local_headers(b"From: a\nX-Keywords: x\n\nbody\n") == b"From: a\n\nbody\n"
+    assert without_local_headers(b"From: a\r\nStatus: RO\r\n\r\nbody") == b"From: a\r\n\r\nbody"

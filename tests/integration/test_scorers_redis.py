@@ -45,7 +45,7 @@ def campaign(n: int, rcpt: str) -> tuple[bytes, Envelope]:
         f"{email.utils.formatdate(sent + 1)}\r\n"
         "From: Pharmacy Deals <deals@pills-now.test>\r\n"
         f"To: {rcpt}\r\nSubject: order {n} of cheap meds today\r\n"
-        f"Date: {email.utils.formatdate(sent)}\r\nMessage-ID: <{n}.{uuid.uuid4().hex}@pills-now.test>\r\n\r\n"
+        f"Date: {email.utils.formatdate(sent)}\r\nMessage-ID: <{n}.{uuid.uuid5(uuid.NAMESPACE_DNS, rcpt).hex}@pills-now.test>\r\n\r\n"
         f"Dear customer number {n}, our online pharmacy ships quality generic medication to your door "
         "without a prescription, discreet packaging and the lowest prices guaranteed, visit our store "
         f"today and save up to {50 + n} percent on every order you place with us this week only.\r\n"
@@ -78,13 +78,16 @@ def two_nodes(request, server, tmp_path):
 
 def test_what_one_node_learns_another_node_scores(two_nodes):
     _, a, b = two_nodes
-    raw, env = campaign(1, "alice@example.org")
-    before = symbols(b.scan_sync(raw, env))
+    probe = campaign(7, "carol@example.org")  # the same bytes before and after: only what was learned differs
+    before = symbols(b.scan_sync(*probe))
     assert not any(s.startswith(("REP_", "FUZZY_SPAM")) for s in before)
     for n in range(1, 6):
         assert a.learn_sync(campaign(n, f"user{n}@example.org")[0], "spam", source="report")
-    after = symbols(b.scan_sync(*campaign(7, "carol@example.org")))
-    assert after["BAYES"] > before["BAYES"] + 0.3  # the text classifier learned online, on the other node
+    after = symbols(b.scan_sync(*probe))
+    # The text classifier learned online, on the other node. How far five reports move it depends on
+    # how spam-like the probe already was (a logistic step shrinks as the score grows), and that
+    # depends on the date tokens: 0.08 to 0.57 over dates a year either way, exactly 0 without them.
+    assert after["BAYES"] > before["BAYES"] + 0.02
     assert after.get("FUZZY_SPAM", 0) > 0.5  # a near-duplicate of reported spam
     assert after.get("REP_IP", 0) > 0 and after.get("REP_FROM_DOMAIN", 0) > 0
     assert b.scan_sync(*campaign(8, "dave@example.org")).score > b.scan_sync(*campaign(9, "erin@example.org")).score - 1  # stable

@@ -25,7 +25,7 @@ from xxhash import xxh3_64_intdigest
 
 from ..arrays import distinct_with_index, sorted_distinct
 from ..message.context import MessageContext
-from ..message.local_headers import is_local_header, without_local_headers
+from ..message.local_headers import delivered_return_path, is_local_header, without_local_headers
 from .tokens import hash_tokens, message_tokens
 
 __all__ = ["GRAM_BYTES", "SCRIPTS", "TextFeatures", "bucket_of", "byte_grams", "gram_bytes", "named_tokens", "script_mix", "text_features", "user_salt"]
@@ -148,6 +148,11 @@ def text_features(ctx: MessageContext, gram_window: int = GRAM_BYTES) -> TextFea
         raw = ctx.raw
         if any(is_local_header(name) for name, _ in ctx.headers):
             raw = without_local_headers(raw, gram_window)
+        return_path = delivered_return_path(ctx)
+        if return_path is not None:  # where the delivery agent will put it: first, ending as the lines do
+            first = raw.find(b"\n", 0, gram_window)
+            newline = b"\r\n" if first > 0 and raw[first - 1] == 13 else b"\n"
+            raw = b"Return-Path: " + return_path.encode("utf-8", "surrogatepass") + newline + raw[:gram_window]
         return TextFeatures(tokens, byte_grams(raw, gram_window), script, shares, named)
 
     return ctx.cached(f"text.features:{gram_window}", build)

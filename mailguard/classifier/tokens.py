@@ -22,7 +22,7 @@ from xxhash import xxh3_64_intdigest
 
 from ..arrays import sorted_distinct
 from ..message.context import MessageContext
-from ..message.local_headers import is_local_header
+from ..message.local_headers import delivered_return_path, is_local_header
 from ..message.words import WordPattern
 
 __all__ = ["hash_tokens", "message_tokens", "words"]
@@ -200,6 +200,9 @@ def message_tokens(ctx: MessageContext) -> set[str]:
     for name, value in ctx.headers:
         if not is_local_header(name):  # a mail store's or a filter's, not the sender's
             _header_tokens(name, value, out)
+    return_path = delivered_return_path(ctx)
+    if return_path is not None:  # scanned before delivery: read the envelope sender as stored mail has it
+        _header_tokens("return-path", return_path, out)
     for part in ctx.parts:
         out.add("part:" + part.content_type)
         if "." in part.filename:

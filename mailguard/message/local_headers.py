@@ -7,15 +7,22 @@ and the second is somebody's opinion. Learned, they teach the classifier how a c
 collected (the SpamAssassin corpus has X-Keywords on 585 spam and 25 hard ham, on no easy
 ham) and, from a user's report, its own verdict. SpamAssassin's Bayes ignores these too,
 among others (its ``IGNORED_HDRS``).
+
+One header the delivery writes is the sender's: Return-Path, the envelope sender. Stored mail
+has it and mail scanned before delivery does not yet, so `delivered_return_path` supplies it
+from the envelope, and both read alike.
 """
 
 from __future__ import annotations
 
-__all__ = ["is_local_header", "without_local_headers"]
+from .context import MessageContext
+
+__all__ = ["delivered_return_path", "is_local_header", "without_local_headers"]
 
 _MAILBOX = frozenset({"status", "x-status", "x-keywords", "x-uid", "x-uidl", "x-imapbase", "content-length", "lines"})
 _FILTER_PREFIXES = ("x-spam", "x-mailguard", "x-virus")
 _MAX_LINES = 2000  # header lines looked at; past them the message is kept as it is
+_MAX_PATH = 998  # characters of an envelope sender written as a Return-Path (RFC 5322's line limit)
 
 
 def is_local_header(name: str) -> bool:
@@ -46,3 +53,18 @@ def without_local_headers(raw: bytes, limit: int | None = None) -> bytes:
             return bytes(kept[:limit])
     kept += raw[pos:] if limit is None else raw[pos : pos + limit - len(kept)]
     return bytes(kept)
+
+
+def delivered_return_path(ctx: MessageContext) -> str | None:
+    """The Return-Path the delivery agent will write, ``<envelope sender>``, for a message
+    scanned before delivery (the milter's: the envelope names the sender, the header is not
+    there yet); None when the message carries one already or no envelope sender is known.
+
+    The one header written at delivery that is the sender's evidence: the mail the classifier
+    learns from (a corpus, a user's report out of a mailbox) carries it, so a scan before
+    delivery reads it too, or the model's Return-Path features (a mailing list's bounce
+    address, a bulk sender's) would never count on the mail it guards."""
+    sender = ctx.envelope.mail_from
+    if sender is None or ctx.header_all("return-path"):
+        return None
+    return f"<{sender[:_MAX_PATH]}>"

@@ -436,10 +436,10 @@ class OnlineClassifier:
         scripts of which the corpus holds ``min_script_ham`` ham or more (partly, with fewer),
         or in the script most of its ham is in (a corpus too small for ``min_script_ham``
         still learns its own language). The rest (the SpamAssassin corpus's Chinese, Korean
-        and Japanese spam) are left out: learned, they made the script itself spam evidence. Measured against multiplying the
-        score by `trust`: the SpamAssassin 5-fold 1-AUC 0.0140% -> 0.0088%; the Chinese first
-        day 0.31% -> 0.41% of ham flagged, 2.5% -> 14.9% of spam caught (benchmarks/README.md,
-        "Untrained scripts left out of training")."""
+        and Japanese spam) are left out: learned, they made the script itself spam evidence.
+        Measured against multiplying the score by `trust`: the SpamAssassin 5-fold 1-AUC
+        0.0140% -> 0.0088%; the Chinese first day 0.31% -> 0.41% of ham flagged, 2.5% ->
+        14.9% of spam caught (benchmarks/README.md, "Untrained scripts left out of training")."""
         ham = np.zeros(len(SCRIPTS))
         for x, label in zip(X, y):
             if not label:

@@ -6,9 +6,10 @@
 Each fold's `OnlineClassifier` is fitted once (`mailguard train`'s parameters, or ``--fit``
 overrides), then its held-out fold is scored under every combination of ``--grid`` values.
 Only parameters read when scoring can be gridded (the blend of the two halves and the Fisher
-half's own: ``fisher_weight``, ``temperature``, ``robinson_s``, ``robinson_x``, ``min_dev``);
-the fit does not depend on them. No combiner, no other scorer: the full pipeline's numbers
-come from ``quality.py`` and ``replay.py``; this is for choosing what those then confirm.
+half's own: ``fisher_weight``, ``temperature``, ``robinson_s``, ``robinson_s_untrained``,
+``robinson_x``, ``min_dev``); the fit does not depend on them. No combiner, no other scorer:
+the full pipeline's numbers come from ``quality.py`` and ``replay.py``; this is for choosing
+what those then confirm.
 Prints 1-AUC and the spam caught at 0 and 2 false positives, pooled over the folds.
 """
 
@@ -30,7 +31,7 @@ from mailguard.message.context import MessageContext
 
 from common import add_corpora_option, corpus_labels  # benchmarks/common.py, beside this file
 
-SCORING = ("fisher_weight", "temperature", "robinson_s", "robinson_x", "min_dev")
+SCORING = ("fisher_weight", "temperature", "robinson_s", "robinson_s_untrained", "robinson_x", "min_dev")
 
 
 def parse_values(option: str) -> tuple[str, list[float]]:

@@ -311,6 +311,41 @@ def test_mail_mixing_a_script_without_ham_with_english_gets_the_english_share_of
     assert model.trust(english) == 1.0
 
 
+def test_the_fisher_prior_is_lighter_on_text_the_model_has_no_say_on():
+    # Chinese only in spam, and one ham with a header nothing else carries: a rare token
+    X, y = corpus(40)
+    project = b"X-Project: zebrafish quagga\r\n"
+    rare = text_features(MessageContext(project + make_message(HAM_WORDS, subject="agenda", seed=77)))
+    model = OnlineClassifier(bits=BITS, min_script_ham=10).fit(X + [rare] + CHINESE_SPAM, np.concatenate([y, [0], np.ones(20, dtype=int)]))
+    params = model.get_params()
+    assert model.robinson_s > model.robinson_s_untrained
+    one_prior = {  # the same counts and weights read with a single prior strength
+        s: OnlineClassifier.from_arrays(model.to_arrays(), {**params, "robinson_s": s, "robinson_s_untrained": s})
+        for s in (model.robinson_s, model.robinson_s_untrained)
+    }
+    # learned words of both kinds, so the counts do not decide alone
+    english = text_features(MessageContext(make_message(HAM_WORDS[:2] + SPAM_WORDS[:6], subject="note", seed=99)))
+    ham = text_features(MessageContext(project + CHINESE_HAM))
+    mixed = text_features(MessageContext(project + (
+        "Subject: 招聘\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n美国公司招聘暑期实习生，请发简历。\r\n"
+        "We are hiring summer interns in our office; please send your resume with your offer.\r\n"
+    ).encode()))
+    assert model.trust(english) == 1.0 and model.trust(ham) == 0.0 and 0.0 < model.trust(mixed) < 1.0
+    strong, light = (one_prior[s].score(english)[0] for s in (model.robinson_s, model.robinson_s_untrained))
+    assert model.score(english)[0] == strong != light  # learned text: the stronger prior
+    strong, light = (one_prior[s].score(ham)[0] for s in (model.robinson_s, model.robinson_s_untrained))
+    assert model.score(ham)[0] == light < strong  # no say on its script: its one rare ham token counts more
+    scores = [one_prior[s].score(mixed)[0] for s in (model.robinson_s, model.robinson_s_untrained)]
+    assert min(scores) < model.score(mixed)[0] < max(scores)  # in between, by the untrusted share
+
+
+def test_a_model_saved_before_the_untrained_prior_reads_with_its_one_prior():
+    model = chinese_only_in_spam()
+    params = {k: v for k, v in model.get_params().items() if k != "robinson_s_untrained"}  # an older manifest
+    loaded = OnlineClassifier.from_arrays(model.to_arrays(), {**params, "robinson_s": 0.0178})
+    assert loaded.robinson_s_untrained == loaded.robinson_s == 0.0178
+
+
 def test_online_steps_are_larger_on_a_script_the_model_has_learned_little_of():
     model = chinese_only_in_spam()  # 20 English ham learned in training, no Chinese ham
     model.settled_script, model.max_step_boost = 80.0, 3.0

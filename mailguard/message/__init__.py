@@ -3,8 +3,8 @@ views (`context`), and the parsers behind those views: charsets and encoded word
 (`textdecode`), HTML to text (`html`), URLs and registered domains (`urls`), words
 (`words`), addresses (`addresses`), Received hops and the client they name (`relay`), the
 headers a mail store or a filter adds after delivery and the Return-Path delivery will
-write (`local_headers`), and the bounds on all of it (`limits`). Nothing here imports the rest of mailguard but `errors`
-and `lazy`.
+write (`local_headers`), and the bounds on all of it (`limits`). Nothing here imports the
+rest of mailguard but `errors` and `lazy`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Headers a mail store or a filter adds are not the sender's evidence; the Return-Path delivery writes is, and mail scanned before delivery gets it from its envelope."""
+"""Headers a mail store or a filter adds are not the sender's evidence; the Return-Path
+delivery writes is, and mail scanned before delivery gets it from its envelope."""
 
 from __future__ import annotations
 

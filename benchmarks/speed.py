@@ -1,7 +1,7 @@
 """Speed benchmark: scan the corpus with the shipped model, network off, on one core.
 
     python benchmarks/speed.py [--corpora ../shared/corpora] [--limit N] [--store sqlite|memory] [--jobs N]
-        [--with dnsbl,auth,virus]
+        [--with dnsbl,auth,virus | --only bayes,reputation,...]
 
 Prints messages per second, per-message latency p50/p99 (parse + every scorer + combine
 + policy, each message parsed from its bytes) and the process's peak RSS.
@@ -15,6 +15,10 @@ peak RSS. Compare ``--jobs 1`` with ``--jobs 2``: the same path, one or two proc
 ``auth`` against a loopback DNS server that answers every query at once (NXDOMAIN: the CPU
 cost of the lookups, not the network's latency), ``virus`` against a private clamd with the
 test signatures (its CPU is clamd's, on the other core; the figure is the scanner's side).
+
+``--only`` runs a subset of the default scorers instead (``none``: no scorer, so the MIME
+parse, the combiner and the policy alone): what each scorer costs, and the floor under any
+speed target.
 """
 
 from __future__ import annotations
@@ -81,23 +85,31 @@ def main() -> int:
     parser.add_argument("--store", choices=("sqlite", "memory"), default="sqlite")
     parser.add_argument("--jobs", type=int, default=0, help="scan in N worker processes (wall-clock throughput)")
     parser.add_argument("--with", dest="extra", default="", help="scorers to add: dnsbl, auth, virus (comma-separated)")
+    parser.add_argument("--only", help="only these of the default scorers (comma-separated; none: no scorer)")
     args = parser.parse_args()
     extra = tuple(name for name in args.extra.split(",") if name)
     if not set(extra) <= {"dnsbl", "auth", "virus"}:
         parser.error("--with takes dnsbl, auth and virus")
-    if extra and args.jobs:
-        parser.error("--with measures one process; leave out --jobs")
+    if (extra or args.only is not None) and args.jobs:
+        parser.error("--with and --only measure one process; leave out --jobs")
+    defaults = ScannerConfig().scorers
+    only = None if args.only is None else tuple(name for name in args.only.split(",") if name and name != "none")
+    if only is not None and (extra or not set(only) <= set(defaults)):
+        parser.error(f"--only takes some of {', '.join(defaults)} (or none), and no --with")
     raws = corpus_bytes(args.corpora, args.limit)
     store = Path(tempfile.mkdtemp(prefix="mailguard-speed-")) / "store.sqlite3"
     if args.jobs:
         return in_workers(raws, args.jobs, args.store, store)
     pin_one_core()
-    config = Config(scanner=ScannerConfig(network=False), store=StoreConfig(backend=args.store, path=store))
+    config = Config(scanner=ScannerConfig(network=False, scorers=defaults if only is None else only), store=StoreConfig(backend=args.store, path=store))
+    scorers = "default scorers" + "".join(f" + {name}" for name in extra)
+    if only is not None:
+        scorers = f"only {', '.join(only)}" if only else "no scorer"
     with contextlib.ExitStack() as services:
         clamd_pid = None
         if extra:
             config, clamd_pid = with_scorers(config, extra, services)
-        return scan_and_report(config, raws, args.store, extra, clamd_pid)
+        return scan_and_report(config, raws, args.store, scorers, clamd_pid)
 
 
 def serve_dns(conn: Any) -> None:
@@ -142,7 +154,7 @@ def process_cpu(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def scan_and_report(config: Config, raws: list[bytes], store: str, extra: tuple[str, ...], clamd_pid: int | None) -> int:
+def scan_and_report(config: Config, raws: list[bytes], store: str, scorers: str, clamd_pid: int | None) -> int:
     started = time.perf_counter()
     with Scanner(config) as scanner:
         load_time = time.perf_counter() - started
@@ -152,8 +164,7 @@ def scan_and_report(config: Config, raws: list[bytes], store: str, extra: tuple[
         clamd_cpu = process_cpu(clamd_pid) - clamd_cpu
         version = scanner.model.version if scanner.model else "-"
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    scorers = "default scorers" + "".join(f" + {name}" for name in extra)
-    network = "loopback DNS answering at once" if {"dnsbl", "auth"} & set(extra) else "network off"
+    network = "loopback DNS answering at once" if config.scanner.network else "network off"
     print(f"scanned {len(raws)} messages (mean {np.mean([len(r) for r in raws]) / 1024:.1f} KiB) on one core, {scorers}, {network}, {store} store, model {version}")
     print(f"  throughput      {len(raws) / latencies.sum():.0f} messages/s")
     print(f"  latency         {percentiles_ms(latencies)}, max {latencies.max() * 1000:.1f} ms")

@@ -335,7 +335,10 @@ class OnlineClassifier:
         replays (benchmarks/README.md, "The Fisher half's prior strength"). On text in scripts
         the model has no say on (``trust`` below 1) the few tokens it knows, rare ones
         included, are all the evidence there is, so the prior moves toward
-        ``robinson_s_untrained`` with the untrusted share of the text."""
+        ``robinson_s_untrained`` with the untrusted share of the text. Some of those "known"
+        tokens are hash collisions with English ham, which read hammy: the Chinese first day
+        this prior was chosen on leans on them (benchmarks/README.md, "The Chinese first day
+        and the size of the hash table")."""
         spam_rate = spam / n_spam
         p = spam_rate / (spam_rate + ham / n_ham)
         n = spam + ham
